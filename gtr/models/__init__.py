@@ -1,0 +1,1 @@
+"""PyTorch reference: MAR backbone, diffusion MLP, KL VAE, checkpoint IO."""
