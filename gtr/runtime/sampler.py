@@ -1,0 +1,151 @@
+"""The sampling loop: runs any `SamplingPlan` between calls to three components.
+
+This loop is shared by every backend (torch reference, onnxruntime, tensorrt), so they differ only
+in how the components compute, never in what the plan does or which random numbers it uses.
+numpy only.
+
+Components (duck-typed):
+    backbone(tokens [B',K,c], positions [B',K] int64, class_ids [B'] int64, pred_positions [B',n] int64)
+        -> z [B',n,D] float32; rows [cond; uncond] when the plan uses CFG.
+    head_step(x [r,c], t [r] int64, z [r or 2r,D], coef [r,7], cfg_weight [r,1], noise [r,c]) -> x [r,c]
+    decode(tokens [B,L,c]) -> images float32 [B,3,H,W] in about [-1, 1]
+    optional diffuse(x [r,c], z, calls, cfg_weight) -> x: a backend may run the whole head loop itself
+        (e.g. keeping tensors on the GPU); `calls` is the list made by `head_calls`.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from gtr.plan import NoiseSource, SamplingPlan, fts_split, spaced_schedule, step_table
+
+# Per-row coefficient columns of the head step (the six schedule columns of plan.step_table, then the
+# noise scale = temperature at k > 0 and 0 at the last step k = 0).
+COEF_COLUMNS = ("sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod", "posterior_mean_coef1",
+                "posterior_mean_coef2", "log_betas", "posterior_log_variance_clipped", "noise_scale")
+
+
+@dataclass(frozen=True)
+class HeadCall:
+    """One head-step call: the first `rows` rows of the merged group rows are active."""
+    rows: int
+    t: np.ndarray          # [rows] int64, original timesteps
+    coef: np.ndarray       # [rows, 7] float32
+    noise_index: tuple     # per active group: index into that group's step noise, or -1 at k = 0
+
+
+@functools.lru_cache(maxsize=256)
+def head_calls(group_Ts: tuple[int, ...], group_rows: tuple[int, ...], temperature: float) -> tuple[HeadCall, ...]:
+    """Schedule of head calls for groups (sorted by T descending) that all finish at k = 0 together.
+
+    A group with T steps joins at call Tmax - T, so the active rows are always a prefix: the FTS groups
+    of a reconstruction step (e.g. 7 rows at T=50 and 57 at T=20) share one call for their last 20 steps.
+    """
+    assert list(group_Ts) == sorted(group_Ts, reverse=True)
+    t_max = group_Ts[0]
+    tables = [step_table(T) for T in group_Ts]
+    maps = [spaced_schedule(T).timesteps for T in group_Ts]
+    calls = []
+    for j in range(t_max):
+        ts, coefs, noise_index = [], [], []
+        for T, rows, table, tmap in zip(group_Ts, group_rows, tables, maps):
+            k = T - 1 - (j - (t_max - T))  # this group's respaced index at call j
+            if k > T - 1:
+                break  # this group (and every later, shorter one) has not started yet
+            row = np.empty(7, np.float32)
+            row[:6] = table[k]
+            row[6] = temperature if k > 0 else 0.0
+            ts.append(np.full(rows, tmap[k], np.int64))
+            coefs.append(np.broadcast_to(row, (rows, 7)))
+            noise_index.append(T - 1 - k if k > 0 else -1)
+        calls.append(HeadCall(sum(len(t) for t in ts), np.concatenate(ts), np.ascontiguousarray(np.concatenate(coefs)),
+                              tuple(noise_index)))
+    return tuple(calls)
+
+
+def run_head(components, x: np.ndarray, z: np.ndarray, calls, cfg_weight: float, step_noise: list[np.ndarray],
+             token_dim: int) -> np.ndarray:
+    """Run the head calls on merged rows x [R,c]; z is [R,D] or [2R,D] ([cond; uncond])."""
+    R = x.shape[0]
+    uses_cfg = z.shape[0] == 2 * R
+    if hasattr(components, "diffuse"):
+        return components.diffuse(x, z, calls, cfg_weight, step_noise)
+    z_prefix = {}
+    for call in calls:
+        r = call.rows
+        if r not in z_prefix:
+            z_prefix[r] = np.ascontiguousarray(np.concatenate([z[:r], z[R:R + r]]) if uses_cfg else z[:r])
+        parts = [noise[i] if i >= 0 else np.zeros((noise.shape[1], token_dim), np.float32)
+                 for noise, i in zip(step_noise, call.noise_index)]
+        noise = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        w = np.full((r, 1), cfg_weight, np.float32)
+        x[:r] = components.head_step(x[:r], call.t, z_prefix[r], call.coef, w, noise)
+    return x
+
+
+@dataclass
+class SampleResult:
+    tokens: np.ndarray   # [B, L, c] float32 (scaled-latent units)
+    images: np.ndarray | None  # [B, 3, H, W] float32 in about [-1, 1], None when decode=False
+    orders: np.ndarray   # [B, L] the positions in generation order
+
+
+def sample(components, plan: SamplingPlan, labels, seed: int, *, token_dim: int = 16, num_classes: int,
+           decode: bool = True, progress=None) -> SampleResult:
+    """Generate len(labels) images with `plan`; labels may hold None for unconditional rows.
+
+    All randomness comes from `NoiseSource(seed)` in the documented order (gtr.plan.noise).
+    `progress(step_index)` is called after every AR step.
+    """
+    labels = list(labels)
+    B, L = len(labels), plan.seq_len
+    for lab in labels:
+        if lab is not None and not (0 <= int(lab) < num_classes):
+            raise ValueError(f"class id {lab} is out of range: the model has {num_classes} classes (0..{num_classes - 1})")
+    uncond = num_classes  # the class id that selects fake_latent
+    class_ids = np.array([uncond if lab is None else int(lab) for lab in labels], np.int64)
+    if plan.uses_cfg:
+        class_ids = np.concatenate([class_ids, np.full(B, uncond, np.int64)])
+    rng = NoiseSource(seed, token_dim=token_dim)
+    orders = rng.orders(plan, B)
+    canvas = np.zeros((B, L, token_dim), np.float32)
+    batch_idx = np.arange(B)[:, None]
+    for s, step in enumerate(plan.steps):
+        K, n = step.known_before, step.predict
+        known = np.sort(orders[:, :K], axis=1)
+        pred = np.sort(orders[:, K:K + n], axis=1)
+        tokens = canvas[batch_idx, known]
+        reps = 2 if plan.uses_cfg else 1
+        z = components.backbone(np.tile(tokens, (reps, 1, 1)), np.tile(known, (reps, 1)), class_ids,
+                                np.tile(pred, (reps, 1)))
+        z_c, z_u = z[:B], (z[B:] if plan.uses_cfg else None)
+
+        # Split the predicted positions into the step's groups; rows are (sample, position ascending).
+        roles = [g.role for g in step.groups]
+        if "fts_top" in roles:
+            k_top = next(g.size for g in step.groups if g.role == "fts_top")
+            top, rest = fts_split(z_c, k_top)
+            index_of = {"fts_top": top, "fts_rest": rest}
+        else:
+            index_of = {"all": np.broadcast_to(np.arange(n), (B, n))}
+        groups = sorted((g for g in step.groups if g.size > 0), key=lambda g: -g.T)  # stable: ties keep plan order
+
+        # Random draws in plan group order (the documented contract), executed in T order.
+        drawn = {id(g): rng.group_noise(B * g.size, g.T) for g in step.groups if g.size > 0}
+        idx = [index_of[g.role] for g in groups]
+        positions = np.concatenate([np.take_along_axis(pred, i, 1).reshape(-1) for i in idx])
+        samples = np.concatenate([np.repeat(np.arange(B), i.shape[1]) for i in idx])
+        cols = np.concatenate([i.reshape(-1) for i in idx])
+        zc_rows = z_c[samples, cols]
+        z_rows = np.concatenate([zc_rows, z_u[samples, cols]]) if plan.uses_cfg else zc_rows
+        x = np.concatenate([drawn[id(g)][0] for g in groups])
+        calls = head_calls(tuple(g.T for g in groups), tuple(B * g.size for g in groups), float(plan.temperature))
+        x = run_head(components, x, np.ascontiguousarray(z_rows), calls, plan.cfg_weight(s),
+                     [drawn[id(g)][1] for g in groups], token_dim)
+        canvas[samples, positions] = x
+        if progress is not None:
+            progress(s)
+    images = components.decode(canvas) if decode else None
+    return SampleResult(canvas, images, orders)
