@@ -108,7 +108,7 @@ def sample(components, plan: SamplingPlan, labels, seed: int, *, token_dim: int 
     class_ids = np.array([uncond if lab is None else int(lab) for lab in labels], np.int64)
     if plan.uses_cfg:
         class_ids = np.concatenate([class_ids, np.full(B, uncond, np.int64)])
-    rng = NoiseSource(seed, token_dim=token_dim)
+    rng = NoiseSource(seed)
     orders = rng.orders(plan, B)
     canvas = np.zeros((B, L, token_dim), np.float32)
     batch_idx = np.arange(B)[:, None]
@@ -133,7 +133,7 @@ def sample(components, plan: SamplingPlan, labels, seed: int, *, token_dim: int 
         groups = sorted((g for g in step.groups if g.size > 0), key=lambda g: -g.T)  # stable: ties keep plan order
 
         # Random draws in plan group order (the documented contract), executed in T order.
-        drawn = {id(g): rng.group_noise(B * g.size, g.T) for g in step.groups if g.size > 0}
+        drawn = {id(g): rng.group_noise(B * g.size, g.T, token_dim) for g in step.groups if g.size > 0}
         idx = [index_of[g.role] for g in groups]
         positions = np.concatenate([np.take_along_axis(pred, i, 1).reshape(-1) for i in idx])
         samples = np.concatenate([np.repeat(np.arange(B), i.shape[1]) for i in idx])

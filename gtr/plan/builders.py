@@ -1,0 +1,239 @@
+"""Plan builders: the official MAR schedule (gtr-spec §3), GtR two-stage sampling (§4), presets."""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .fts import fts_top_k
+from .plan import Group, PlanError, SamplingPlan, Step
+
+
+def _grid(grid) -> tuple[int, int]:
+    try:
+        h, w = (int(g) for g in grid)
+    except (TypeError, ValueError):
+        raise PlanError(f"grid must be (height, width), got {grid!r}") from None
+    if h < 1 or w < 1:
+        raise PlanError(f"grid must be positive, got {h}x{w}")
+    return h, w
+
+
+def _steps(stage_counts: list[tuple[int, list[int], list[tuple[Group, ...]]]], L: int) -> list[Step]:
+    """Lay out steps from (stage, counts, groups) per stage, filling known_before and cfg_count."""
+    steps, known = [], 0
+    for stage, counts, groups in stage_counts:
+        for n, gs in zip(counts, groups):
+            steps.append(Step(stage=stage, known_before=known, predict=n, groups=gs,
+                              cfg_count=min(known + n, L - 1)))
+            known += n
+    return steps
+
+
+# ---------------------------------------------------------------------------- mar
+
+
+def mask_schedule(L: int, num_steps: int) -> list[int]:
+    """Tokens per step of the official cosine mask schedule with its clamps (mar-spec §8.1)."""
+    if not 1 <= num_steps <= L:
+        raise PlanError(f"mar plan: num_steps={num_steps} must be in 1..{L} (L = {L} tokens); "
+                        f"more steps than tokens would leave steps with nothing to predict")
+    counts, remaining = [], L
+    for s in range(num_steps):
+        if s == num_steps - 1:
+            counts.append(remaining)  # the last step takes all that remain
+            break
+        # Same float64 evaluation order as the official code: (pi/2 * (s+1)) / N, then L * cos.
+        raw = math.floor(L * np.cos(math.pi / 2.0 * (s + 1) / num_steps))
+        after = max(1, min(remaining - 1, raw))
+        counts.append(remaining - after)
+        remaining = after
+    return counts
+
+
+def mar_plan(grid=(16, 16), num_steps=64, diffusion_steps=100, cfg=1.0, cfg_schedule="linear",
+             temperature=1.0) -> SamplingPlan:
+    """Official MAR sampling: one stage with every position, cosine mask schedule, one T."""
+    h, w = _grid(grid)
+    L = h * w
+    counts = mask_schedule(L, int(num_steps))
+    groups = [(Group("all", n, int(diffusion_steps)),) for n in counts]
+    params = dict(builder="mar", grid=[h, w], num_steps=num_steps, diffusion_steps=diffusion_steps,
+                  cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature)
+    return SamplingPlan(name=f"mar-{num_steps}", grid=(h, w), stages=(tuple(range(L)),),
+                        steps=tuple(_steps([(0, counts, groups)], L)), cfg=cfg,
+                        cfg_schedule=cfg_schedule, temperature=temperature, params=params)
+
+
+# ---------------------------------------------------------------------------- gtr
+
+
+def _two_adic(a: int) -> int:
+    return (a & -a).bit_length() - 1  # trailing zero bits, a > 0
+
+
+def checkerboard_partition(grid, num_stages=3, swap_first_two=False) -> tuple[tuple[int, ...], ...]:
+    """Checkerboard with recursive bisection (gtr-spec §4.1).
+
+    Cell (i, j) with a = i + j goes to stage max(1, K - v(a)) (1-based), v the 2-adic valuation and
+    v(0) = inf. The last stage is {a odd}: each of its cells has all 4-neighbours in earlier stages.
+    """
+    h, w = _grid(grid)
+    K = int(num_stages)
+    if K < 2:
+        raise PlanError(f"checkerboard partition needs num_stages >= 2, got {K}")
+    if swap_first_two and K < 3:
+        raise PlanError("swap_first_two needs num_stages >= 3 (with 2 stages it would swap the "
+                        "reconstruction stage to the front)")
+    stages = [[] for _ in range(K)]
+    for i in range(h):
+        for j in range(w):
+            a = i + j
+            k = 1 if a == 0 else max(1, K - _two_adic(a))
+            stages[k - 1].append(i * w + j)
+    if swap_first_two:
+        stages[0], stages[1] = stages[1], stages[0]
+    return tuple(tuple(s) for s in stages)
+
+
+def split_counts(n: int, m: int) -> list[int]:
+    """n tokens over m steps: the last n % m steps get one token more (gtr-spec §4.3)."""
+    q, r = divmod(n, m)
+    return [q + 1 if j >= m - r else q for j in range(m)]
+
+
+def generation_Ts(G: int, t_max: int, t_min: int) -> list[int]:
+    """Linear t_max -> t_min over G generation steps, rounded half up in exact integers (§4.4)."""
+    if G == 1:
+        return [t_max]
+    return [(2 * (t_max * (G - 1 - g) + t_min * g) + (G - 1)) // (2 * (G - 1)) for g in range(G)]
+
+
+def gtr_plan(grid=(16, 16), num_stages=3, stage_steps=(8, 6, 2), t_gen_max=50, t_gen_min=20, t_rec=20,
+             fts=True, fts_beta=0.10, t_detail=50, swap_first_two=False, cfg=1.0, cfg_schedule="linear",
+             temperature=1.0) -> SamplingPlan:
+    """GtR two-stage sampling: generation stages with a falling T, then a fast reconstruction stage."""
+    h, w = _grid(grid)
+    L = h * w
+    stages = checkerboard_partition((h, w), num_stages, swap_first_two)
+    K = len(stages)
+    m = tuple(int(x) for x in stage_steps)
+    if len(m) != K:
+        raise PlanError(f"gtr plan: stage_steps {m} has {len(m)} entries, num_stages is {K}")
+    for k, (mk, st) in enumerate(zip(m, stages)):
+        if not 1 <= mk <= len(st):
+            raise PlanError(f"gtr plan: stage {k + 1} has {len(st)} positions on the {h}x{w} grid, "
+                            f"so its step count must be in 1..{len(st)}; stage_steps[{k}] = {mk}")
+    for name, t in (("t_gen_max", t_gen_max), ("t_gen_min", t_gen_min), ("t_rec", t_rec),
+                    ("t_detail", t_detail)):
+        if int(t) != t or t < 1:
+            raise PlanError(f"gtr plan: {name} must be an integer >= 1, got {t}")
+    if not 0.0 <= fts_beta <= 1.0:
+        raise PlanError(f"gtr plan: fts_beta must be in [0, 1], got {fts_beta}")
+
+    layout = []
+    Ts = iter(generation_Ts(sum(m[:-1]), int(t_gen_max), int(t_gen_min)))
+    for k in range(K - 1):
+        counts = split_counts(len(stages[k]), m[k])
+        layout.append((k, counts, [(Group("all", n, next(Ts)),) for n in counts]))
+    counts = split_counts(len(stages[-1]), m[-1])
+    rec = []
+    for n in counts:
+        k_top = fts_top_k(n, fts_beta) if fts else 0
+        if k_top == 0:
+            rec.append((Group("all", n, int(t_rec)),))
+        elif k_top == n:
+            rec.append((Group("fts_top", n, int(t_detail)),))
+        else:
+            rec.append((Group("fts_top", k_top, int(t_detail)), Group("fts_rest", n - k_top, int(t_rec))))
+    layout.append((K - 1, counts, rec))
+
+    params = dict(builder="gtr", grid=[h, w], num_stages=K, stage_steps=list(m), t_gen_max=t_gen_max,
+                  t_gen_min=t_gen_min, t_rec=t_rec, fts=bool(fts), fts_beta=fts_beta, t_detail=t_detail,
+                  swap_first_two=bool(swap_first_two), cfg=cfg, cfg_schedule=cfg_schedule,
+                  temperature=temperature)
+    return SamplingPlan(name="gtr", grid=(h, w), stages=stages, steps=tuple(_steps(layout, L)), cfg=cfg,
+                        cfg_schedule=cfg_schedule, temperature=temperature,
+                        fts_beta=fts_beta if fts else 0.0, params=params)
+
+
+# ---------------------------------------------------------------------------- presets
+
+
+BUILDERS: dict[str, Callable[..., SamplingPlan]] = {"mar": mar_plan, "gtr": gtr_plan}
+# Builder kwargs a caller may override (everything except grid, which build_plan takes separately).
+OVERRIDES = {
+    "mar": ("diffusion_steps", "cfg", "cfg_schedule", "temperature"),  # N is in the name: mar-N
+    "gtr": ("num_stages", "stage_steps", "t_gen_max", "t_gen_min", "t_rec", "fts", "fts_beta", "t_detail",
+            "swap_first_two", "cfg", "cfg_schedule", "temperature"),
+}
+FILE_OVERRIDES = ("cfg", "cfg_schedule", "temperature")  # what a plan loaded from JSON may change
+
+
+@dataclass(frozen=True)
+class Preset:
+    builder: str  # key of BUILDERS
+    kwargs: dict
+    help: str
+
+
+PRESETS: dict[str, Preset] = {
+    "mar-64": Preset("mar", dict(num_steps=64, diffusion_steps=100), "official MAR, 64 AR steps (baseline)"),
+    "mar-256": Preset("mar", dict(num_steps=256, diffusion_steps=100), "official MAR, 256 AR steps"),
+    "mar-16": Preset("mar", dict(num_steps=16, diffusion_steps=100), "official MAR, 16 AR steps"),
+    "mar-32": Preset("mar", dict(num_steps=32, diffusion_steps=100), "official MAR, 32 AR steps"),
+    "gtr": Preset("gtr", dict(stage_steps=(8, 6, 2)), "GtR, K=3, steps 8/6/2, FTS on (16 AR steps)"),
+    "gtr-32": Preset("gtr", dict(stage_steps=(24, 6, 2)), "GtR, K=3, steps 24/6/2 (32 AR steps)"),
+}
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.endswith(".json") or os.sep in name or os.path.isfile(name)
+
+
+def build_plan(name_or_path: str, grid=(16, 16), **overrides) -> SamplingPlan:
+    """A plan from a preset name, 'mar-N' for any N, or a plan JSON file.
+
+    Overrides are builder kwargs (cfg, temperature, stage_steps, ...); None values are ignored so a
+    command line can pass unset options straight through. A JSON plan accepts only cfg,
+    cfg_schedule and temperature. The plan's params record the builder and every kwarg used.
+    """
+    grid = _grid(grid)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    name = str(name_or_path)
+
+    if name in PRESETS or re.fullmatch(r"mar-\d+", name):
+        preset = PRESETS.get(name) or Preset("mar", dict(num_steps=int(name[4:]), diffusion_steps=100), "")
+        allowed = OVERRIDES[preset.builder]
+        bad = sorted(set(overrides) - set(allowed))
+        if bad:
+            raise PlanError(f"plan {name!r}: unknown option(s) {', '.join(bad)}; "
+                            f"allowed: {', '.join(allowed)}")
+        plan = BUILDERS[preset.builder](grid=grid, **{**preset.kwargs, **overrides})
+        return plan.replace(name=name)
+
+    if _looks_like_path(name):
+        try:
+            with open(name, encoding="utf-8") as f:
+                plan = SamplingPlan.from_json(f.read())
+        except OSError as e:
+            raise PlanError(f"cannot read plan file {name}: {e.strerror}") from None
+        if plan.grid != grid:
+            raise PlanError(f"plan file {name} is for a {plan.grid[0]}x{plan.grid[1]} grid, "
+                            f"the model has {grid[0]}x{grid[1]}")
+        bad = sorted(set(overrides) - set(FILE_OVERRIDES))
+        if bad:
+            raise PlanError(f"plan file {name}: cannot override {', '.join(bad)}; "
+                            f"allowed: {', '.join(FILE_OVERRIDES)}")
+        return plan.replace(**overrides) if overrides else plan
+
+    raise PlanError(f"unknown plan {name!r}: use a preset ({', '.join(PRESETS)}), 'mar-N', "
+                    f"or a path to a plan .json file")
