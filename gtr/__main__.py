@@ -1,0 +1,3 @@
+from gtr.cli import main
+
+main()

@@ -1,0 +1,511 @@
+"""Command line: gtr-export, gtr-run, gtr-plan, gtr-inspect, gtr-check, gtr-eval (also `gtr <cmd>`).
+
+Only click, numpy and the torch-free parts of gtr are imported at module level, so `gtr-run`,
+`gtr-plan` and `gtr-inspect` work where torch is not installed. Every expected failure (bad input,
+missing or damaged file) ends in a one-line error and exit status 1, never a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from gtr.configs import get_config
+from gtr.plan import PlanError, build_plan, format_flops, plan_cost, preset_names
+
+CACHE_ENV = "GTR_HOME"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "gtr"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Errors: expected failures become one line on stderr and exit status 1.
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [PlanError, ValueError, KeyError, FileNotFoundError, PermissionError,
+                                         IsADirectoryError]
+    for module, name in (("gtr.runtime.bundle", "BundleError"), ("gtr.models.checkpoint", "CheckpointError"),
+                         ("gtr.export.onnx_export", "ExportError")):
+        mod = sys.modules.get(module)  # only modules already imported can have raised
+        if mod is not None and hasattr(mod, name):
+            errors.append(getattr(mod, name))
+    return tuple(errors)
+
+
+def friendly_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted") from None
+        except Exception as e:  # noqa: BLE001 - filtered below
+            if isinstance(e, _expected_errors()):
+                msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+                raise click.ClickException(str(msg).strip().splitlines()[0] if str(msg).strip() else type(e).__name__) from None
+            raise
+    return wrapper
+
+
+# ---------------------------------------------------------------------------------------------------
+# Plan options, shared by gtr-plan, gtr-export and gtr-eval.
+
+def _int_list(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("expected comma-separated integers, e.g. 8,6,2") from None
+
+
+def plan_options(fn):
+    options = [
+        click.option("--gtr-steps", "stage_steps", callback=_int_list, metavar="M1,M2,..",
+                     help="GtR: AR steps per stage (default 8,6,2; one number per stage)."),
+        click.option("--stages", "num_stages", type=int, help="GtR: number of stages K (default 3)."),
+        click.option("--t-gen", "t_gen", callback=_int_list, metavar="MAX,MIN",
+                     help="GtR: diffusion steps over the generation stage, linear from MAX to MIN (default 50,20)."),
+        click.option("--t-rec", type=int, help="GtR: diffusion steps in the reconstruction stage (default 20)."),
+        click.option("--fts/--no-fts", default=None, help="GtR: frequency-weighted token selection (default on)."),
+        click.option("--fts-beta", type=float, help="GtR: fraction of reconstruction tokens given detail steps (0.10)."),
+        click.option("--t-detail", type=int, help="GtR: diffusion steps of the FTS-selected tokens (default 50)."),
+        click.option("--diffusion-steps", type=int, help="mar-N plans: diffusion steps per token (default 100)."),
+        click.option("--cfg", type=float, help="CFG scale (default: the model's official value; 1 = no CFG)."),
+        click.option("--cfg-schedule", type=click.Choice(["linear", "constant"]), help="CFG schedule (default linear)."),
+        click.option("--temperature", type=float, help="Diffusion noise temperature (default 1.0)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+PLAN_OPTION_NAMES = ("stage_steps", "num_stages", "t_gen", "t_rec", "fts", "fts_beta", "t_detail",
+                     "diffusion_steps", "cfg", "cfg_schedule", "temperature")
+
+
+def make_plans(names, config, options: dict, default_cfg: bool = True):
+    """Build plans by name for a model config; builder options that a plan does not take are skipped
+    for that plan (so `--plan gtr --plan mar-64 --t-rec 10` changes only the GtR plan)."""
+    from gtr.plan.builders import OVERRIDES, PRESETS
+    opts = {k: options.get(k) for k in PLAN_OPTION_NAMES}
+    t_gen = opts.pop("t_gen")
+    if t_gen is not None:
+        if len(t_gen) != 2:
+            raise click.BadParameter("--t-gen takes MAX,MIN")
+        opts["t_gen_max"], opts["t_gen_min"] = t_gen
+    if opts["cfg"] is None and default_cfg:
+        opts["cfg"] = config.default_cfg
+    opts = {k: v for k, v in opts.items() if v is not None}
+    plans = []
+    for name in names:
+        builder = PRESETS[name].builder if name in PRESETS else ("mar" if name.startswith("mar-") else None)
+        allowed = OVERRIDES[builder] if builder else ("cfg", "cfg_schedule", "temperature")
+        plans.append(build_plan(name, grid=config.grid, **{k: v for k, v in opts.items() if k in allowed}))
+    if len({p.name for p in plans}) != len(plans):
+        raise click.BadParameter("each --plan must have a different name")
+    return plans
+
+
+def echo_plan(plan, config=None, baseline: str | None = "mar-64") -> None:
+    """Print a plan's step table and (with a model config) its cost, and the ratio to the baseline."""
+    click.echo(f"plan {plan.name}: {plan.grid[0]}x{plan.grid[1]} grid, {plan.num_steps} AR steps, "
+               f"cfg {plan.cfg:g} ({plan.cfg_schedule}), temperature {plan.temperature:g}")
+    click.echo(f"{'step':>4} {'stage':>5} {'known':>5} {'predict':>7}  {'groups (tokens@T)':<22} {'cfg w':>7}")
+    for row in plan.table():
+        click.echo(f"{row['step']:>4} {row['stage']:>5} {row['known']:>5} {row['predict']:>7}  "
+                   f"{row['groups']:<22} {row['cfg_weight']:>7.4f}")
+    click.echo(f"diffusion token-steps per image and branch: {plan.token_steps():,}")
+    if config is None:
+        return
+    cost = plan_cost(plan, config)
+    click.echo(f"cost on {config.name} (per image{', CFG doubles both parts' if plan.uses_cfg else ''}): "
+               f"backbone {format_flops(cost.backbone_flops)} + diffusion MLP {format_flops(cost.head_flops)} "
+               f"= {format_flops(cost.total_flops)}")
+    if baseline and plan.name != baseline:
+        base = build_plan(baseline, grid=config.grid, cfg=plan.cfg, cfg_schedule=plan.cfg_schedule)
+        base_cost = plan_cost(base, config)
+        click.echo(f"vs {baseline} ({format_flops(base_cost.total_flops)}): "
+                   f"{base_cost.total_flops / cost.total_flops:.2f}x fewer FLOPs, "
+                   f"{base_cost.backbone_passes / cost.backbone_passes:.2f}x fewer backbone passes, "
+                   f"{base_cost.head_token_steps / cost.head_token_steps:.2f}x fewer diffusion token-steps")
+
+
+@click.group("plan", context_settings={"help_option_names": ["-h", "--help"]})
+def plan_cmd():
+    """Sampling plans: show a plan's steps and cost, list the presets."""
+
+
+@plan_cmd.command("list")
+def plan_list_cmd():
+    """List the preset plans."""
+    from gtr.plan.builders import PRESETS
+    for name, preset in PRESETS.items():
+        click.echo(f"{name:<8} {preset.help}")
+    click.echo("mar-N    official MAR with N AR steps, 100 diffusion steps")
+
+
+@plan_cmd.command("show")
+@click.argument("plan", default="gtr")
+@click.option("--model", "-m", default=None, help="Model whose grid and cost to use (default: mar-b's 16x16 grid, no cost).")
+@click.option("--grid", default=None, metavar="HxW", help="Token grid when no --model is given (default 16x16).")
+@plan_options
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the plan as JSON to this file.")
+@friendly_errors
+def plan_show_cmd(plan, model, grid, json_out, **options):
+    """Show a sampling plan: its step table and, with --model, its cost.
+
+    PLAN is a preset (gtr, gtr-32, mar-64, mar-256, ...), mar-N for any N, or a plan .json file.
+
+    \b
+    Examples:
+      gtr-plan show gtr --model mar-h          # GtR table, FLOPs, ratio to mar-64
+      gtr-plan show mar-64 --model mar-h
+      gtr-plan show gtr --gtr-steps 6,8,2 --t-rec 10 --json my-plan.json
+    """
+    if model is not None:
+        config = get_config(model)
+    else:
+        config = None
+        h, w = _parse_grid(grid or "16x16")
+    if config is not None and grid is not None:
+        raise click.BadParameter("give --model or --grid, not both")
+    if config is None:
+        from types import SimpleNamespace
+        [p] = make_plans([plan], SimpleNamespace(grid=(h, w), default_cfg=1.0), options)
+    else:
+        [p] = make_plans([plan], config, options)
+    echo_plan(p, config)
+    if json_out:
+        from gtr.runtime.files import atomic_write_text
+        atomic_write_text(json_out, p.to_json())
+        click.echo(f"wrote {json_out}")
+
+
+def _parse_grid(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+        return h, w
+    except ValueError:
+        raise click.BadParameter(f"grid must look like 16x16, got {text!r}") from None
+
+
+# ---------------------------------------------------------------------------------------------------
+# gtr-export
+
+OFFICIAL_FILES = {
+    "mar-b": "https://www.dropbox.com/scl/fi/f6dpuyjb7fudzxcyhvrhk/checkpoint-last.pth?rlkey=a6i4bo71vhfo4anp33n9ukujb&dl=0",
+    "mar-l": "https://www.dropbox.com/scl/fi/pxacc5b2mrt3ifw4cah6k/checkpoint-last.pth?rlkey=m48ovo6g7ivcbosrbdaz0ehqt&dl=0",
+    "mar-h": "https://www.dropbox.com/scl/fi/1qmfx6fpy3k7j9vcjjs3s/checkpoint-last.pth?rlkey=4lae281yzxb406atp32vzc83o&dl=0",
+    "kl16": "https://www.dropbox.com/scl/fi/hhmuvaiacrarfg28qxhwz/kl16.ckpt?rlkey=l44xipsezc8atcffdp4q7mwmh&dl=0",
+}
+
+
+def find_weights(model: str, checkpoint: str | None, vae: str | None) -> tuple[Path, Path]:
+    """Explicit paths, else the cache: $GTR_HOME/<model>/checkpoint-last.pth and $GTR_HOME/kl16.ckpt."""
+    ckpt = Path(checkpoint) if checkpoint else cache_dir() / model / "checkpoint-last.pth"
+    vae_path = Path(vae) if vae else cache_dir() / "kl16.ckpt"
+    missing = [p for p in (ckpt, vae_path) if not p.is_file()]
+    if missing:
+        lines = [f"missing weights: {', '.join(map(str, missing))}."]
+        if model in OFFICIAL_FILES:
+            lines.append(f"Download the official files and put them there (or pass --checkpoint/--vae):")
+            lines.append(f"  {model}: {OFFICIAL_FILES[model]}  ->  {cache_dir() / model / 'checkpoint-last.pth'}")
+            lines.append(f"  KL-16 VAE: {OFFICIAL_FILES['kl16']}  ->  {cache_dir() / 'kl16.ckpt'}")
+        lines.append("Or export an untrained model for testing with --random-weights.")
+        raise click.ClickException("\n".join(lines))
+    return ckpt, vae_path
+
+
+@click.command("export", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", "-m", default="mar-tiny", show_default=True,
+              help="Model config: mar-b, mar-l, mar-h, mar-tiny (shipped weights), mar-test.")
+@click.option("--precision", "-p", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+              help="Precision carried in the graphs (int8: planned, needs calibration).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="MAR checkpoint (.pth official layout, or .safetensors).")
+@click.option("--weights", type=click.Choice(["ema", "model"]), default="ema", show_default=True,
+              help="Which weights of an official checkpoint to export.")
+@click.option("--vae", type=click.Path(dir_okay=False), help="VAE checkpoint (official kl16.ckpt layout, or .safetensors).")
+@click.option("--random-weights", is_flag=True, help="Export an untrained model (testing and benchmarking only).")
+@click.option("--plan", "plans", multiple=True, metavar="PLAN",
+              help="Plan(s) to support: preset, mar-N or plan.json; repeatable; the first is the default "
+                   "for gtr-run. Default: gtr and mar-64.")
+@plan_options
+@click.option("--batch", type=int, default=1, show_default=True, help="Images per engine call (static shapes are listed for it).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random-weights.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Bundle path (default <model>-<precision>.plan).")
+@friendly_errors
+def export_cmd(model, precision, checkpoint, weights, vae, random_weights, plans, batch, seed, output, **options):
+    """Export a MAR model into one .plan bundle (ONNX graphs + manifest) for gtr-run.
+
+    Without --checkpoint the official files are looked up in $GTR_HOME (default ~/.cache/gtr):
+    <model>/checkpoint-last.pth and kl16.ckpt. mar-tiny needs no download.
+
+    \b
+    Examples:
+      gtr-export --model mar-tiny
+      gtr-export --model mar-b --random-weights --precision fp16
+      gtr-export --model mar-l --precision fp16 --plan gtr --plan mar-64 --batch 4
+    """
+    if precision == "int8":
+        raise click.ClickException("--precision int8 needs calibration data and Q/DQ graphs, which are not "
+                                   "implemented yet; use fp32 or fp16")
+    if batch < 1:
+        raise click.BadParameter("--batch must be >= 1")
+    config = get_config(model)
+    plan_objs = make_plans(plans or ("gtr", "mar-64"), config, options)
+    output = Path(output or f"{model}-{precision}.plan")
+
+    from gtr.export.exporter import export_bundle
+    from gtr.export.weights import build_models
+    t0 = time.perf_counter()
+    mar, vae_model, sources = build_models(config, checkpoint=checkpoint, vae=vae, weights=weights,
+                                           random_weights=random_weights, seed=seed, find_weights=find_weights)
+    click.echo(f"exporting {config.name} ({'RANDOM weights' if random_weights else sources.get('checkpoint', '')}) "
+               f"at {precision}, plans: {', '.join(p.name for p in plan_objs)}, batch {batch}")
+    summary = export_bundle(config, mar, vae_model, plan_objs, batch=batch, precision=precision, out_path=output,
+                            random_weights=random_weights, sources=sources, log=click.echo)
+    click.echo(f"wrote {output} ({summary['size'] / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f} s")
+
+
+# ---------------------------------------------------------------------------------------------------
+# gtr-run
+
+def _providers(device: str):
+    import onnxruntime as ort
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise click.ClickException("--device cuda: onnxruntime has no CUDA provider here "
+                                   "(install onnxruntime-gpu: pip install 'gtr[gpu]')")
+    return ["CPUExecutionProvider"]
+
+
+def _labels(classes, num_images, num_classes):
+    for c in classes:
+        if not 0 <= c < num_classes:
+            raise click.BadParameter(f"class {c} is out of range: the model has {num_classes} classes (0..{num_classes - 1})",
+                                     param_hint="--class")
+    if num_images < 1:
+        raise click.BadParameter("--num-images must be >= 1")
+    return [c for c in classes for _ in range(num_images)] if classes else [None] * num_images
+
+
+def generate(components, plan, labels, seed: int, batch: int, token_dim: int, num_classes: int, desc: str):
+    """Sample `labels` in batches (batch i uses seed + i) with one progress bar per batch."""
+    from tqdm import tqdm
+
+    from gtr.runtime.sampler import sample
+    images, t0 = [], time.perf_counter()
+    for i in range(0, len(labels), batch):
+        chunk = labels[i:i + batch]
+        with tqdm(total=plan.num_steps, desc=f"{desc} {i // batch + 1}/{-(-len(labels) // batch)}", unit="step",
+                  leave=False, disable=None) as bar:
+            result = sample(components, plan, chunk, seed + i // batch, token_dim=token_dim,
+                            num_classes=num_classes, progress=lambda s: bar.update(1))
+        images.append(result.images)
+    return np.concatenate(images), time.perf_counter() - t0
+
+
+@click.command("run", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("bundle", type=click.Path(dir_okay=False))
+@click.option("--class", "-c", "classes", type=int, multiple=True, help="Class id to generate (repeatable). None: unconditional.")
+@click.option("--num-images", "-n", type=int, default=1, show_default=True, help="Images per class.")
+@click.option("--seed", "-s", type=int, default=0, show_default=True, help="Seed of batch 1 (batch i uses seed + i - 1).")
+@click.option("--plan", "plan_name", help="Which of the bundle's plans to run (default: the first).")
+@click.option("--cfg", type=float, help="Override the plan's CFG scale (> 1 needs a bundle exported with CFG).")
+@click.option("--temperature", type=float, help="Override the plan's diffusion temperature.")
+@click.option("--batch", type=int, help="Images per batch (default: the bundle's export batch).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output PNG (one image, or the grid with --grid).")
+@click.option("--outdir", type=click.Path(file_okay=False), help="Write one PNG per image into this folder.")
+@click.option("--grid", "as_grid", is_flag=True, help="Write all images as one grid PNG (one row per class).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="onnxruntime execution provider.")
+@friendly_errors
+def run_cmd(bundle, classes, num_images, seed, plan_name, cfg, temperature, batch, output, outdir, as_grid, device):
+    """Generate images from a .plan bundle (numpy + onnxruntime; no PyTorch needed).
+
+    \b
+    Examples:
+      gtr-run mar-tiny-fp32.plan --class 3 -o three.png
+      gtr-run mar-tiny-fp32.plan -c 0 -c 1 -c 2 -n 4 --grid -o grid.png
+      gtr-run mar-l-fp16.plan --class 88 --plan mar-64 --outdir samples/
+    """
+    from gtr.runtime.bundle import read_bundle
+    from gtr.runtime.images import make_grid, save_png, to_uint8
+    from gtr.runtime.onnx_backend import OnnxComponents
+
+    b = read_bundle(bundle)
+    plan = select_plan(b, plan_name, cfg, temperature)
+    config = b.config
+    labels = _labels(classes, num_images, config.num_classes)
+    if outdir and output:
+        raise click.BadParameter("give -o/--output or --outdir, not both")
+    if output is None and outdir is None:
+        output = "out.png"
+    if output and len(labels) > 1 and not as_grid:
+        raise click.BadParameter(f"{len(labels)} images: use --grid for one PNG, or --outdir for one file each")
+    batch = batch or b.manifest.get("batch", 1)
+    if batch < 1:
+        raise click.BadParameter("--batch must be >= 1")
+    if b.manifest.get("random_weights"):
+        click.echo("note: this bundle holds RANDOM (untrained) weights; images are noise", err=True)
+    comps = OnnxComponents(b, providers=_providers(device))
+    images, seconds = generate(comps, plan, labels, seed, batch, config.token_dim, config.num_classes,
+                               desc=f"{plan.name}")
+    pixels = to_uint8(images)
+    if outdir:
+        written = []
+        for i, (img, lab) in enumerate(zip(pixels, labels)):
+            path = Path(outdir) / f"{i:04d}_class{'-' if lab is None else lab}.png"
+            save_png(img, path)
+            written.append(path)
+        where = f"{len(written)} PNGs in {outdir}"
+    else:
+        image = make_grid(pixels, ncol=num_images if classes else min(len(labels), 8)) if as_grid else pixels[0]
+        save_png(image, output)
+        where = output
+    click.echo(f"wrote {where}: {len(labels)} image(s), plan {plan.name}, {seconds / len(labels):.3f} s/image "
+               f"({comps.device_name if hasattr(comps, 'device_name') else 'onnxruntime'})")
+
+
+def select_plan(b, plan_name, cfg=None, temperature=None):
+    plans = b.plans()
+    name = plan_name or next(iter(plans))
+    if name not in plans:
+        raise click.BadParameter(f"the bundle has no plan {name!r}; it has: {', '.join(plans)}", param_hint="--plan")
+    plan = plans[name]
+    if cfg is not None:
+        if cfg > 1.0 and not plan.uses_cfg:
+            raise click.BadParameter("this plan was exported without CFG (cfg 1); re-export with --cfg to use guidance",
+                                     param_hint="--cfg")
+        plan = plan.replace(cfg=cfg)
+    if temperature is not None:
+        plan = plan.replace(temperature=temperature)
+    return plan
+
+
+# ---------------------------------------------------------------------------------------------------
+# gtr-inspect
+
+@click.command("inspect", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("bundle", type=click.Path(dir_okay=False))
+@click.option("--plans/--no-plans", "show_plans", default=True, help="Print each plan's step table.")
+@friendly_errors
+def inspect_cmd(bundle, show_plans):
+    """Print a bundle's manifest: model, precision, plans, graphs, sizes, tool versions."""
+    from gtr.runtime.bundle import read_bundle
+    b = read_bundle(bundle)
+    m, config = b.manifest, b.config
+    click.echo(f"{bundle}: gtr bundle format {m['format_version']}, written {m.get('created', '?')} by gtr {m.get('gtr_version', '?')}")
+    click.echo(f"model {config.name}: {config.img_size}px, grid {config.grid[0]}x{config.grid[1]}, "
+               f"D {config.encoder_embed_dim}/{config.decoder_embed_dim}, depth {config.encoder_depth}/{config.decoder_depth}, "
+               f"head {config.diffloss_d}x{config.diffloss_w}, {config.num_classes} classes"
+               + ("  [RANDOM WEIGHTS]" if m.get("random_weights") else ""))
+    click.echo(f"precision {m['precision']}, backend {m.get('backend', '?')}, batch {m.get('batch', '?')}")
+    for name, src in (m.get("sources") or {}).items():
+        click.echo(f"source {name}: {src}")
+    click.echo("graphs:")
+    for name, g in m["graphs"].items():
+        shapes = g.get("static_shapes", [])
+        ins = ", ".join(f"{i['name']}{list(i['shape'])}" for i in g.get("inputs", []))
+        click.echo(f"  {name}: {len(shapes)} static shape(s); inputs {ins}")
+    click.echo("members:")
+    for name, mem in m["members"].items():
+        click.echo(f"  {name}: {mem['length'] / 2**20:.2f} MiB sha256 {mem['sha256'][:16]}…")
+    click.echo("tools: " + ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items()))
+    for i, plan in enumerate(b.plans().values()):
+        click.echo("")
+        if show_plans:
+            echo_plan(plan, config, baseline=None)
+        else:
+            click.echo(f"plan {plan.name}{' (default)' if i == 0 else ''}: {plan.num_steps} AR steps")
+        cost = plan_cost(plan, config)
+        if not show_plans:
+            click.echo(f"  {format_flops(cost.total_flops)} per image")
+
+
+# ---------------------------------------------------------------------------------------------------
+# gtr-check
+
+@click.command("check", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("bundle", type=click.Path(dir_okay=False))
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="MAR checkpoint (default: the one recorded at export).")
+@click.option("--vae", type=click.Path(dir_okay=False), help="VAE checkpoint (default: the one recorded at export).")
+@click.option("--plan", "plan_name", help="Plan to check (default: every plan in the bundle).")
+@click.option("--class", "-c", "classes", type=int, multiple=True, help="Class ids (default: 0 and 1).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@friendly_errors
+def check_cmd(bundle, checkpoint, vae, plan_name, classes, seed):
+    """Run the bundle and the PyTorch reference on the same seed and compare (needs torch).
+
+    Prints the max token error (relative to the token scale), the image PSNR, and pass/fail against the
+    tolerances of the bundle's precision (fp32: tokens <= 1e-3 relative and PSNR >= 40 dB; fp16: PSNR >= 30 dB).
+    """
+    from gtr.export.weights import build_models
+    from gtr.runtime.bundle import read_bundle
+    from gtr.runtime.onnx_backend import OnnxComponents
+    from gtr.models.reference import TorchComponents
+    from gtr.runtime.sampler import sample
+
+    b = read_bundle(bundle)
+    m, config = b.manifest, b.config
+    src = m.get("sources") or {}
+    mar, vae_model, _ = build_models(config, checkpoint=checkpoint or src.get("checkpoint"), vae=vae or src.get("vae"),
+                                     weights=src.get("weights", "ema"), random_weights=bool(m.get("random_weights")),
+                                     seed=int(src.get("random_seed", 0)), find_weights=find_weights)
+    labels = list(classes) or [c % config.num_classes for c in (0, 1)]
+    _labels(labels, 1, config.num_classes)
+    plans = b.plans()
+    names = [plan_name] if plan_name else list(plans)
+    ort_comps, torch_comps = OnnxComponents(b), TorchComponents(mar, vae_model)
+    failed = False
+    for name in names:
+        plan = select_plan(b, name)
+        kw = dict(token_dim=config.token_dim, num_classes=config.num_classes)
+        got = sample(ort_comps, plan, labels, seed, **kw)
+        ref = sample(torch_comps, plan, labels, seed, **kw)
+        token_err = float(np.abs(got.tokens - ref.tokens).max() / max(np.abs(ref.tokens).max(), 1e-12))
+        psnr = image_psnr(got.images, ref.images)
+        ok = psnr >= (30.0 if m["precision"] == "fp16" else 40.0) and (m["precision"] == "fp16" or token_err <= 1e-3)
+        failed |= not ok
+        click.echo(f"{name}: token max error {token_err:.2e} (relative), image PSNR {psnr:.1f} dB -> "
+                   f"{'PASS' if ok else 'FAIL'}")
+    if failed:
+        raise click.ClickException("the bundle does not match the reference within tolerance")
+
+
+def image_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR of two image batches in [-1, 1] (peak-to-peak 2), after clipping as the PNG output does."""
+    a, b = np.clip(a, -1, 1), np.clip(b, -1, 1)
+    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(4.0 / mse)
+
+
+# ---------------------------------------------------------------------------------------------------
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gtr")
+def main():
+    """gtr: deploy MAR image generators with GtR two-stage sampling.
+
+    Export once with `gtr export`, generate anywhere with `gtr run`.
+    """
+
+
+for _cmd in (export_cmd, run_cmd, plan_cmd, inspect_cmd, check_cmd):
+    main.add_command(_cmd)

@@ -1,0 +1,40 @@
+"""Where an export's weights come from: an official checkpoint, the shipped mar-tiny, or random init."""
+from __future__ import annotations
+
+import torch
+
+from gtr.configs import MARConfig
+
+
+def random_models(config: MARConfig, seed: int = 0):
+    """Untrained MAR + VAE with a reproducible init (normal 0.02 on every tensor), for tests and benchmarks."""
+    from gtr.models.mar import MAR
+    from gtr.models.vae import AutoencoderKL
+    g = torch.Generator().manual_seed(seed)
+    mar, vae = MAR(config), AutoencoderKL(config.vae, with_encoder=False)
+    with torch.no_grad():
+        for module in (mar, vae):
+            for p in module.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    return mar.eval(), vae.eval()
+
+
+def build_models(config: MARConfig, checkpoint=None, vae=None, weights="ema", random_weights=False, seed=0,
+                 find_weights=None):
+    """(MAR, decoder-only VAE, sources) for an export or a parity check.
+
+    Sources record what was loaded (paths, EMA or raw, random seed) in the bundle manifest, so
+    gtr-check can rebuild the same reference later.
+    """
+    from gtr.models.checkpoint import load_mar, load_vae
+    if random_weights:
+        mar, vae_model = random_models(config, seed)
+        return mar, vae_model, {"random_seed": seed}
+    if checkpoint is None and vae is None and config.name == "mar-tiny":
+        from gtr.tiny.model import tiny_weight_paths
+        checkpoint, vae = tiny_weight_paths()
+    elif find_weights is not None:
+        checkpoint, vae = find_weights(config.name, checkpoint, vae)
+    mar = load_mar(config, checkpoint, weights=weights)
+    vae_model = load_vae(config.vae, vae, with_encoder=False)
+    return mar, vae_model, {"checkpoint": str(checkpoint), "vae": str(vae), "weights": weights}
