@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 
 from gtr.configs import REGISTRY, MARConfig, VAEConfig
+from gtr.runtime.files import atomic_write, atomic_write_bytes
 
 
 class CheckpointError(Exception):
@@ -36,10 +36,12 @@ def read_file(path: str | os.PathLike) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if not found:
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint (unreadable pickle data)") from None
         raise CheckpointError(
-            f"{path}: refused to unpickle objects other than tensors ({first}). Training-script "
-            "checkpoints hold 'args'; extract 'model_ema' in a trusted step and save it as safetensors"
+            f"{path}: refused to unpickle {found.group(1)} (only tensors and plain containers are loaded). "
+            "Training-script checkpoints hold 'args'; extract 'model_ema' in a trusted step and save it as safetensors"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({str(e).splitlines()[0]})") from None
@@ -157,26 +159,13 @@ def load_vae(config: VAEConfig, path, with_encoder: bool = True, device="cpu"):
     return vae.to(device).eval()
 
 
-def _atomic(path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def save_mar_checkpoint(path, model_sd: dict, ema_sd: dict | None = None) -> None:
     """Write the official layout {'model', 'model_ema'} (EMA defaults to the model weights)."""
     ema_sd = model_sd if ema_sd is None else ema_sd
-    _atomic(path, lambda tmp: torch.save({"model": model_sd, "model_ema": ema_sd}, tmp))
+    atomic_write(path, lambda f: torch.save({"model": model_sd, "model_ema": ema_sd}, f))
 
 
 def save_safetensors(path, sd: dict, metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
     sd = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
-    _atomic(path, lambda tmp: save_file(sd, tmp, metadata=metadata))
+    atomic_write_bytes(path, save(sd, metadata=metadata))

@@ -1,35 +1,42 @@
-"""Atomic file writes: a temporary file in the target's folder, then a rename, so a reader never sees
-a half-written file and a failed write leaves what was there before."""
+"""Atomic file writes: every file gtr writes goes through here, so a reader never sees a half-written
+file and a failed write leaves what was there before."""
 from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call write(tmp_path), then rename tmp_path onto path (removing it if write fails)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call write(binary file) on a temp file in path's folder, then rename it onto path.
+
+    The temp file sits in the same folder so the rename never crosses filesystems; on any error it is
+    removed. Parent folders are created.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
     try:
-        write(tmp)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
-            os.unlink(tmp)
+            os.remove(tmp)
         raise
-    return path
 
 
-def atomic_write_bytes(path, data: bytes) -> Path:
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            f.write(data)
-    return atomic_write(path, write)
+def atomic_write_bytes(path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
 
 
-def atomic_write_text(path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))

@@ -1,0 +1,152 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gtr.eval.metrics import (class_accuracy, evaluate_images, feature_stats, frechet_distance,
+                              reference_stats)
+from gtr.eval.report import class_grid_png, format_table, quality_cost_plot, write_json
+
+# ---------------------------------------------------------------- metrics (pure numpy)
+
+
+def test_class_accuracy_known_inputs():
+    assert class_accuracy([0, 1, 2, 3], [0, 1, 0, 3]) == 0.75
+    logits = np.array([[2.0, 1.0], [0.0, 5.0], [3.0, -1.0]])
+    assert class_accuracy(logits, [0, 1, 1]) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError):
+        class_accuracy([0, 1], [0, 1, 2])
+
+
+def test_feature_stats():
+    f = np.array([[1.0, 2.0], [3.0, 6.0], [5.0, 4.0]])
+    mu, sigma = feature_stats(f)
+    assert np.allclose(mu, [3.0, 4.0])
+    assert np.allclose(sigma, [[4.0, 2.0], [2.0, 4.0]])  # unbiased (N-1)
+
+
+def test_frechet_1d_closed_form():
+    # N(m1, s1^2) vs N(m2, s2^2): (m1 - m2)^2 + (s1 - s2)^2
+    d = frechet_distance([1.0], [[4.0]], [3.0], [[9.0]])
+    assert d == pytest.approx((1 - 3) ** 2 + (2 - 3) ** 2)
+
+
+def test_frechet_diagonal_and_rotated():
+    a, b = np.array([1.0, 4.0, 0.25]), np.array([9.0, 1.0, 0.0])  # includes a singular one
+    mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
+    expect = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    assert frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expect, rel=1e-10)
+    q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((3, 3)))  # same rotation: same distance
+    d = frechet_distance(q @ mu1, q @ np.diag(a) @ q.T, q @ mu2, q @ np.diag(b) @ q.T)
+    # the singular direction costs ~sqrt(machine eps) after rotation: sqrt of a round-off eigenvalue
+    assert d == pytest.approx(expect, rel=1e-6)
+
+
+def test_frechet_general_matches_eigen_formula():
+    rng = np.random.default_rng(1)
+    x1, x2 = rng.standard_normal((5, 5)), rng.standard_normal((5, 5))
+    s1, s2 = x1 @ x1.T, x2 @ x2.T
+    # Tr((S1 S2)^1/2) = sum sqrt(eig(S1 S2)); S1 S2 is non-symmetric but has real non-negative eigenvalues
+    tr = np.sqrt(np.clip(np.linalg.eigvals(s1 @ s2).real, 0, None)).sum()
+    expect = np.trace(s1) + np.trace(s2) - 2 * tr
+    assert frechet_distance(np.zeros(5), s1, np.zeros(5), s2) == pytest.approx(expect, rel=1e-8)
+    assert frechet_distance(np.zeros(5), s1, np.zeros(5), s1) < 1e-9 * np.trace(s1)
+    # symmetric in its arguments
+    assert frechet_distance(np.zeros(5), s2, np.zeros(5), s1) == pytest.approx(expect, rel=1e-8)
+
+
+# ---------------------------------------------------------------- with the shipped classifier
+
+
+@pytest.fixture(scope="module")
+def clf():
+    from gtr.eval.classifier import load_classifier
+    return load_classifier()
+
+
+@pytest.fixture(scope="module")
+def heldout():
+    from gtr.tiny.data import load_split
+    return load_split("heldout")
+
+
+@pytest.fixture(scope="module")
+def ref(clf):
+    return reference_stats(clf)
+
+
+def test_shipped_classifier_metadata():
+    from gtr.eval.classifier import DEFAULT_PATH, load_classifier_info
+    info = load_classifier_info()
+    assert info["heldout_accuracy"] >= 0.97 and info["arch"]["num_classes"] == 10
+    assert DEFAULT_PATH.stat().st_size < 400_000
+
+
+def test_shipped_classifier_on_heldout(clf, heldout, ref):
+    from gtr.eval.classifier import embed
+    x, y = heldout
+    logits, feats = embed(clf, x)
+    assert logits.shape == (len(x), 10) and feats.shape == (len(x), clf.arch["feature_dim"])
+    assert class_accuracy(logits, y) >= 0.95
+    mu, sigma = ref
+    scale = np.trace(sigma) + mu @ mu
+    res = evaluate_images(x, y, clf, ref)
+    assert res["n"] == len(x) and res["accuracy"] >= 0.95
+    assert res["frechet"] < 1e-6 * scale  # real held-out vs its own statistics
+
+
+def test_frechet_detects_degraded_images(clf, heldout, ref):
+    x, y = heldout
+    rng = np.random.default_rng(0)
+    noisy = x + 1.0 * rng.standard_normal(x.shape).astype(np.float32)
+    shifted = np.roll(x, 5, axis=-1)
+    f_noisy = evaluate_images(noisy, y, clf, ref)["frechet"]
+    f_shift = evaluate_images(shifted, y, clf, ref)["frechet"]
+    from gtr.tiny.data import load_split
+    xt, yt = load_split("train")
+    # other real digits at the same n: the finite-sample floor (~33 at n=359)
+    f_train = evaluate_images(xt[:len(x)], yt[:len(x)], clf, ref)["frechet"]
+    assert 0 < f_train < f_noisy / 3 and f_train < f_shift / 5
+    assert evaluate_images(x, (y + 1) % 10, clf, ref)["accuracy"] < 0.05
+
+
+def test_train_save_load_round_trip(tmp_path, heldout):
+    import torch
+    from gtr.eval.classifier import embed, load_classifier, save_classifier, train_classifier
+    x, y = heldout[0][:64], heldout[1][:64]
+    m1 = train_classifier(x, y, epochs=1, seed=3)
+    m2 = train_classifier(x, y, epochs=1, seed=3)
+    for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(a, b), k  # deterministic
+    path = tmp_path / "c.safetensors"
+    save_classifier(m1, path, {"heldout_accuracy": 0.5})
+    assert json.loads(path.with_suffix(".json").read_text())["heldout_accuracy"] == 0.5
+    m3 = load_classifier(path)
+    assert np.array_equal(embed(m1, x)[0], embed(m3, x)[0])
+
+
+# ---------------------------------------------------------------- reports
+
+
+def test_reports(tmp_path, heldout):
+    from gtr.runtime.images import to_uint8
+    rows = [dict(plan="full", gflops=10.0, accuracy=0.98, frechet=1.5, n=100),
+            dict(plan="gtr", gflops=4.0, accuracy=0.96, frechet=np.float64(2.5), n=100)]
+    write_json(tmp_path / "r.json", {"rows": rows, "arr": np.arange(2)})
+    assert json.loads((tmp_path / "r.json").read_text())["rows"][1]["frechet"] == 2.5
+    quality_cost_plot(rows, tmp_path / "q.png")
+    assert Image.open(tmp_path / "q.png").size[0] > 0
+    table = format_table(rows)
+    assert table.splitlines()[0].split() == ["plan", "gflops", "accuracy", "frechet", "n"]
+    assert "gtr" in table and "0.9600" in table
+
+    x, y = heldout
+    u8 = to_uint8(x[:60])
+    grid = class_grid_png(u8, y[:60], tmp_path / "g.png", per_class=3, pad=2)
+    ncls = len(np.unique(y[:60]))
+    assert grid.shape == (2 + ncls * 34, 2 + 3 * 34, 3)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "g.png")), grid)
+    # row 0 holds the first class-0 image
+    assert np.array_equal(grid[2:34, 2:34], u8[np.flatnonzero(y[:60] == 0)[0]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.png", "q.png", "r.json"]
