@@ -509,3 +509,72 @@ def main():
 
 for _cmd in (export_cmd, run_cmd, plan_cmd, inspect_cmd, check_cmd):
     main.add_command(_cmd)
+
+
+# ---------------------------------------------------------------------------------------------------
+# gtr-eval
+
+@click.command("eval", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--bundle", type=click.Path(dir_okay=False), help="Evaluate a .plan bundle (onnxruntime) instead of the torch reference.")
+@click.option("--model", "-m", default="mar-tiny", show_default=True, help="Model for the torch reference.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="MAR checkpoint for the torch reference (default: shipped mar-tiny).")
+@click.option("--vae", type=click.Path(dir_okay=False), help="VAE checkpoint for the torch reference.")
+@click.option("--plan", "plans", multiple=True, metavar="PLAN",
+              help="Plan(s) to compare (repeatable). Default: the bundle's plans, or mar-64 and gtr.")
+@plan_options
+@click.option("--per-class", type=int, default=20, show_default=True, help="Images per class.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch", type=int, default=10, show_default=True, help="Images per sampling call.")
+@click.option("--outdir", type=click.Path(file_okay=False), default="eval-out", show_default=True,
+              help="Where results.json, grid-<plan>.png and quality_vs_cost.png go.")
+@friendly_errors
+def eval_cmd(bundle, model, checkpoint, vae, plans, per_class, seed, batch, outdir, **options):
+    """Measure sample quality against cost for one or more plans (digit models: mar-tiny).
+
+    Reports class accuracy under the shipped digit classifier, the Frechet distance of its features to
+    held-out real digits (an FID-style number on digits, not ImageNet FID; compare only at equal
+    --per-class), FLOPs per image from the plan's cost model, and measured seconds per image.
+
+    \b
+    Example:
+      gtr-eval --plan mar-64 --plan gtr --per-class 20 --outdir eval-out
+    """
+    from gtr.eval.report import format_table, quality_cost_plot, write_json
+    from gtr.eval.run import evaluate_plans
+    if per_class < 2 or batch < 1:
+        raise click.BadParameter("--per-class must be >= 2 and --batch >= 1")
+    if bundle:
+        from gtr.runtime.bundle import read_bundle
+        from gtr.runtime.onnx_backend import OnnxComponents
+        b = read_bundle(bundle)
+        config = b.config
+        plan_objs = [select_plan(b, name, options.get("cfg"), options.get("temperature"))
+                     for name in (plans or list(b.plans()))]
+        comps, backend = OnnxComponents(b), f"bundle {bundle}"
+    else:
+        from gtr.export.weights import build_models
+        from gtr.models.reference import TorchComponents
+        config = get_config(model)
+        plan_objs = make_plans(plans or ("mar-64", "gtr"), config, options)
+        mar, vae_model, _ = build_models(config, checkpoint=checkpoint, vae=vae, find_weights=find_weights)
+        comps, backend = TorchComponents(mar, vae_model), "torch reference (CPU)"
+    click.echo(f"evaluating {config.name} with {backend}: {per_class} images per class, seed {seed}")
+    from tqdm import tqdm
+    bars = {}
+
+    def progress(name, done, total):
+        bar = bars.setdefault(name, tqdm(total=total, desc=name, unit="img", leave=False, disable=None))
+        bar.update(done - bar.n)
+
+    rows = evaluate_plans(comps, plan_objs, config, per_class, seed=seed, batch=batch, outdir=outdir,
+                          log=lambda s: tqdm.write(s), progress=progress)
+    for bar in bars.values():
+        bar.close()
+    click.echo(format_table(rows))
+    write_json(Path(outdir) / "results.json", dict(model=config.name, backend=backend, per_class=per_class,
+                                                    seed=seed, plans=[p.to_dict() for p in plan_objs], rows=rows))
+    quality_cost_plot(rows, Path(outdir) / "quality_vs_cost.png", title=f"{config.name}: quality vs cost")
+    click.echo(f"wrote {outdir}/results.json, {outdir}/quality_vs_cost.png and one grid-<plan>.png per plan")
+
+
+main.add_command(eval_cmd)

@@ -118,8 +118,15 @@ def register(config: MARConfig) -> MARConfig:
     return config
 
 
+# Configs defined next to their shipped weights; imported on first use (torch-free modules).
+_LAZY = {"mar-tiny": "gtr.tiny.model"}
+
+
 def get_config(name: str) -> MARConfig:
+    if name not in REGISTRY and name in _LAZY:
+        import importlib
+        importlib.import_module(_LAZY[name])
     try:
         return REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(REGISTRY))}") from None
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(set(REGISTRY) | set(_LAZY)))}") from None
