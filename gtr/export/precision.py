@@ -1,0 +1,148 @@
+"""Graph precision: fp32 (as exported) or fp16 (FP16 weights and casts in the graph itself).
+
+TensorRT 11 has no builder precision flags, so precision must live in the ONNX graph. The fp16 pass
+rewrites the exported fp32 graph:
+
+* Compute in fp16: the matrix ops only, MatMul, Gemm and Conv (`FP16_OPS`): their weights become
+  fp16 initializers, activation inputs get a Cast to fp16, outputs a Cast back to fp32. These are the
+  ops that run on tensor cores and whose weights dominate the bytes read (the head loop is
+  memory-bound on its weights).
+* Everything else stays fp32, which covers what must not run in fp16: LayerNorm, GroupNorm
+  (InstanceNormalization + affine in the export), softmax, GELU/SiLU, residual adds, the timestep
+  sinusoid (Exp, Cos, Sin), and the diffusion update (r1*x - r2*eps reaches ~1e5 at t = 999, beyond
+  the fp16 maximum 65504; mar-spec.md §11).
+* Storage: every float initializer feeding a fp16 op, and every other float initializer of
+  `STORE_FP16_MIN` elements or more (position embeddings, the class table), is stored in fp16; the
+  latter get a Cast to fp32 in the graph (constant-folded by onnxruntime and TensorRT). Small
+  fp32-only tensors (norm scales, bias vectors of 3-D linears) stay fp32. A fp16 bundle is therefore
+  about half the fp32 size.
+* Graph inputs and outputs stay fp32 (and int64), so the runtime is precision-agnostic.
+
+onnxruntime CPU: the fp16 graph runs on the CPU provider. Where the CPU provider has no fp16 kernel for
+an op (on x86 this includes MatMul, Gemm and Conv), onnxruntime's InsertCastTransformer computes that
+op in fp32 from the fp16-rounded inputs and weights, so CPU results carry the fp16 rounding of weights
+and matmul inputs/outputs but fp32 accumulation, like tensor-core fp16 with fp32 accumulation. It is
+slower than fp32 on CPU: fp16 is for GPUs, the CPU run is the check.
+
+INT8 (explicit Q/DQ from calibration data) is planned, not implemented.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from gtr.export.onnx_export import ExportError, OnnxGraph
+
+PRECISIONS = ("fp32", "fp16")
+FP16_OPS = ("MatMul", "Gemm", "Conv")
+STORE_FP16_MIN = 4096  # float initializers used only in fp32 ops are stored fp16 from this many elements
+
+# Export checks: max |onnxruntime - torch fp32| relative to max(1, max |torch|) per graph (head graphs in
+# eps units, see gtr.export.onnx_export.max_error). These catch a broken graph (errors of order 1), not
+# quality: fp16 bounds are looser by the fp16 rounding of weights and matmul inputs/outputs (unit
+# roundoff 4.9e-4) through the depth of each network; sample quality is what gtr-check's PSNR measures.
+TOLERANCES = {
+    "fp32": {"backbone": 1e-4, "head": 1e-4, "head_nocfg": 1e-4, "vae_decoder": 1e-3},
+    "fp16": {"backbone": 3e-2, "head": 3e-2, "head_nocfg": 3e-2, "vae_decoder": 5e-2},
+}
+
+PRECISION_NOTES = {
+    "fp32": "fp32 everywhere",
+    "fp16": ("fp16 weights and compute for MatMul/Gemm/Conv (Cast in, Cast out); LayerNorm, GroupNorm, "
+             "softmax, activations, residuals, timestep sinusoid and the diffusion update in fp32; "
+             f"other float initializers of >= {STORE_FP16_MIN} elements stored fp16 and cast to fp32; "
+             "graph inputs/outputs fp32"),
+}
+
+
+def check_precision(precision: str) -> str:
+    if precision == "int8":
+        raise ExportError("INT8 needs calibration, planned in a later release")
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def apply_precision(graph: OnnxGraph, precision: str) -> OnnxGraph:
+    check_precision(precision)
+    return graph if precision == "fp32" else to_fp16(graph)
+
+
+def to_fp16(graph: OnnxGraph) -> OnnxGraph:
+    """The fp16 rewrite described in the module docstring; returns a new OnnxGraph."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.ModelProto()
+    model.CopyFrom(graph.model)
+    nodes = list(model.graph.node)
+    weights = dict(graph.weights)
+    graph_outputs = {o.name for o in model.graph.output}
+
+    consumers = defaultdict(list)
+    for ni, node in enumerate(nodes):
+        for name in node.input:
+            if name:
+                consumers[name].append(ni)
+    is16 = [node.op_type in FP16_OPS for node in nodes]
+
+    to_half, cast_back = set(), set()  # weights stored fp16; of those, the ones fp32 ops also read
+    for name, arr in weights.items():
+        if arr.dtype != np.float32:
+            continue
+        uses = consumers.get(name, [])
+        n16 = sum(is16[ni] for ni in uses)
+        if n16 or arr.size >= STORE_FP16_MIN:
+            to_half.add(name)
+            if n16 < len(uses):
+                cast_back.add(name)
+    for name in to_half:
+        a = weights[name]
+        if np.abs(a).max(initial=0.0) > 65504.0:
+            raise ExportError(f"{graph.name}: weight {name} has values beyond the fp16 range")
+        weights[name] = a.astype(np.float16)
+
+    def fp32_name(name):
+        return f"{name}__fp32"
+
+    out = [helper.make_node("Cast", [n], [fp32_name(n)], to=TensorProto.FLOAT, name=f"{n}__cast_fp32")
+           for n in sorted(cast_back)]
+    cast16, from16 = {}, {}  # fp32 tensor -> its fp16 cast; fp32 tensor made by Cast(fp16 X) -> X
+    for ni, node in enumerate(nodes):
+        if not is16[ni]:
+            for i, name in enumerate(node.input):
+                if name in cast_back:
+                    node.input[i] = fp32_name(name)
+            out.append(node)
+            continue
+        for i, name in enumerate(node.input):
+            if not name or name in to_half:
+                continue  # absent optional input, or a weight already stored in fp16
+            if name in weights:
+                raise ExportError(f"{graph.name}: {node.op_type} input {name} is {weights[name].dtype}, "
+                                  f"expected float32")
+            if name in from16:
+                node.input[i] = from16[name]
+                continue
+            if name not in cast16:
+                cast16[name] = f"{name}__fp16"
+                out.append(helper.make_node("Cast", [name], [cast16[name]], to=TensorProto.FLOAT16,
+                                            name=f"{name}__cast_fp16"))
+            node.input[i] = cast16[name]
+        originals = list(node.output)
+        for i, o in enumerate(originals):
+            node.output[i] = f"{o}__fp16"
+        out.append(node)
+        for o in originals:
+            out.append(helper.make_node("Cast", [f"{o}__fp16"], [o], to=TensorProto.FLOAT, name=f"{o}__cast_fp32"))
+            from16[o] = f"{o}__fp16"
+
+    # Drop casts back to fp32 that nobody reads (fp16 op feeding a fp16 op directly).
+    used = {name for node in out for name in node.input} | graph_outputs
+    out = [n for n in out if not (n.op_type == "Cast" and n.output[0] not in used and n.name.endswith("__cast_fp32"))]
+    del model.graph.node[:]
+    model.graph.node.extend(out)
+    del model.graph.value_info[:]
+    return OnnxGraph(name=graph.name, component=graph.component, model=model, weights=weights,
+                     inputs=graph.inputs, outputs=graph.outputs)

@@ -1,0 +1,229 @@
+"""The single-file bundle: manifest + members (ONNX graph protos, weight blobs). numpy + stdlib only.
+
+Layout (all integers little-endian):
+
+    offset 0   magic            8 bytes   b"GTRPLAN\\x00"
+    offset 8   format version   uint32    (FORMAT_VERSION)
+    offset 12  manifest length  uint64    bytes of UTF-8 JSON
+    offset 20  manifest sha256  32 bytes  of the manifest bytes
+    offset 52  manifest         JSON, UTF-8
+    ...        zero padding up to the data start (the next multiple of 64)
+    data       members, each at a 64-byte aligned offset
+
+`manifest["members"][name] = {"offset", "length", "sha256"}`; offsets are relative to the data start
+(itself 64-aligned), so every member is 64-byte aligned in the file and can be mapped zero-copy.
+
+Reading maps the file (mmap) and never executes anything from it: the manifest is JSON and members
+are raw bytes handed to onnxruntime (no pickle anywhere). Every failure is a `BundleError` with a
+one-line message.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import struct
+from pathlib import Path
+
+from gtr.runtime.files import atomic_write
+
+MAGIC = b"GTRPLAN\x00"
+FORMAT = "gtr-bundle"
+FORMAT_VERSION = 1
+ALIGN = 64
+_HEADER = struct.Struct("<8sIQ32s")  # magic, format version, manifest length, manifest sha256
+HEADER_SIZE = _HEADER.size  # 52
+
+
+class BundleError(Exception):
+    """A missing, foreign, damaged or unsupported bundle file (one-line message)."""
+
+
+def _align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def _as_buffer(data) -> memoryview:
+    """bytes / bytearray / memoryview / numpy array -> flat byte memoryview (no copy)."""
+    mv = memoryview(data)
+    return mv.cast("B") if mv.c_contiguous else memoryview(mv.tobytes())
+
+
+def write_bundle(path, manifest: dict, members: dict) -> int:
+    """Write `manifest` (JSON-able dict) and `members` {name: bytes-like} to one file, atomically.
+
+    The manifest gets `format`, `format_version` and `members` (offset, length, sha256 of each) filled
+    in; the caller's dict is not modified. Returns the file size in bytes.
+    """
+    bufs = {name: _as_buffer(data) for name, data in members.items()}
+    table, offset = {}, 0
+    for name, buf in bufs.items():
+        if not isinstance(name, str) or not name:
+            raise BundleError(f"bad member name {name!r}")
+        table[name] = {"offset": offset, "length": buf.nbytes, "sha256": hashlib.sha256(buf).hexdigest()}
+        offset = _align(offset + buf.nbytes)
+    m = dict(manifest)
+    m["format"], m["format_version"], m["members"] = FORMAT, FORMAT_VERSION, table
+    text = json.dumps(m, indent=1, sort_keys=False, allow_nan=False).encode("utf-8")
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, len(text), hashlib.sha256(text).digest())
+    data_start = _align(HEADER_SIZE + len(text))
+    total = data_start + (max((e["offset"] + e["length"] for e in table.values()), default=0))
+
+    def write(f):
+        f.write(header)
+        f.write(text)
+        f.write(b"\0" * (data_start - HEADER_SIZE - len(text)))
+        pos = 0
+        for name, buf in bufs.items():
+            start = table[name]["offset"]
+            f.write(b"\0" * (start - pos))
+            f.write(buf)
+            pos = start + buf.nbytes
+
+    atomic_write(path, write)
+    return total
+
+
+class Bundle:
+    """A bundle opened for reading: `.manifest`, `.member(name)` (zero-copy memoryview of the mapped
+    file), `.plans()`, `.config`. Keep it alive while sessions built from its members run."""
+
+    def __init__(self, path, verify: bool = True):
+        self.path = Path(path)
+        name = str(path)
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError:
+            raise BundleError(f"{name}: no such bundle file") from None
+        except IsADirectoryError:
+            raise BundleError(f"{name}: is a directory, not a bundle file") from None
+        except OSError as e:
+            raise BundleError(f"{name}: cannot open bundle: {e.strerror or e}") from None
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(HEADER_SIZE)
+            if len(head) < len(MAGIC) or head[:len(MAGIC)] != MAGIC:
+                raise BundleError(f"{name}: not a gtr bundle (wrong magic bytes)")
+            if len(head) < HEADER_SIZE:
+                raise BundleError(f"{name}: truncated file ({size} bytes, the header alone is {HEADER_SIZE})")
+            _, version, mlen, mhash = _HEADER.unpack(head)
+            if version > FORMAT_VERSION:
+                raise BundleError(f"{name}: written by a newer gtr (format {version}); "
+                                  f"this gtr reads up to {FORMAT_VERSION}")
+            if version < 1:
+                raise BundleError(f"{name}: bad bundle format version {version}")
+            if HEADER_SIZE + mlen > size:
+                raise BundleError(f"{name}: truncated file ({size} bytes, the manifest ends at byte "
+                                  f"{HEADER_SIZE + mlen})")
+            text = f.read(mlen)
+            if hashlib.sha256(text).digest() != mhash:
+                raise BundleError(f"{name}: damaged bundle (manifest checksum mismatch)")
+            try:
+                manifest = json.loads(text.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise BundleError(f"{name}: manifest is not valid JSON ({e.__class__.__name__})") from None
+            if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
+                    or not isinstance(manifest.get("members"), dict):
+                raise BundleError(f"{name}: manifest is not a gtr bundle manifest")
+            self.manifest = manifest
+            self.format_version = version
+            self.data_start = _align(HEADER_SIZE + mlen)
+            self.size = size
+            try:
+                self._members = {k: (int(v["offset"]), int(v["length"]), str(v["sha256"]))
+                                 for k, v in manifest["members"].items()}
+            except (KeyError, TypeError, ValueError):
+                raise BundleError(f"{name}: manifest has a malformed member table") from None
+            end = max((self.data_start + o + n for o, n, _ in self._members.values()), default=self.data_start)
+            if end > size:
+                raise BundleError(f"{name}: truncated file ({size} bytes, expected {end})")
+            self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size > 0 else None
+        self._view = memoryview(self._mmap) if self._mmap is not None else memoryview(b"")
+        for graph, g in (manifest.get("graphs") or {}).items():
+            for key in ("member", "weights"):
+                if g.get(key) is not None and g[key] not in self._members:
+                    raise BundleError(f"{name}: damaged bundle: graph {graph!r} needs member {g[key]!r}, "
+                                      f"which is missing")
+        if verify:
+            self.verify()
+
+    # ---- members
+
+    @property
+    def member_names(self) -> list[str]:
+        return list(self._members)
+
+    def member(self, name: str) -> memoryview:
+        """The bytes of a member: a read-only memoryview into the mapped file (no copy)."""
+        try:
+            offset, length, _ = self._members[name]
+        except KeyError:
+            raise BundleError(f"{self.path}: missing member {name!r} (the bundle has: "
+                              f"{', '.join(self._members) or 'none'})") from None
+        start = self.data_start + offset
+        return self._view[start:start + length]
+
+    def verify(self, names=None) -> None:
+        """Check the sha256 of members (all by default); BundleError naming the first bad one."""
+        for name in (names if names is not None else self._members):
+            digest = hashlib.sha256(self.member(name)).hexdigest()
+            if digest != self._members[name][2]:
+                raise BundleError(f"{self.path}: checksum mismatch in member {name!r} (the file is damaged)")
+
+    # ---- typed views of the manifest (torch-free)
+
+    @property
+    def config(self):
+        from gtr.configs import MARConfig
+        try:
+            return MARConfig.from_dict(self.manifest["config"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise BundleError(f"{self.path}: bad model config in the manifest: {e}") from None
+
+    def plans(self) -> dict:
+        """{name: SamplingPlan} in export order; the first is the default."""
+        from gtr.plan import PlanError, SamplingPlan
+        try:
+            return {name: SamplingPlan.from_dict(d) for name, d in self.manifest["plans"].items()}
+        except (KeyError, AttributeError, PlanError) as e:
+            raise BundleError(f"{self.path}: bad plan in the manifest: {e}") from None
+
+    @property
+    def graphs(self) -> dict:
+        return self.manifest.get("graphs") or {}
+
+    @property
+    def precision(self) -> str:
+        return self.manifest.get("precision", "fp32")
+
+    # ---- lifetime
+
+    def close(self) -> None:
+        """Unmap the file. Fails silently while arrays built on the member views are still alive
+        (the map then closes when the last of them goes)."""
+        if self._mmap is None:
+            return
+        try:
+            self._view.release()
+            self._mmap.close()
+            self._mmap = None
+        except BufferError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"Bundle({str(self.path)!r}, {len(self._members)} members, {self.size} bytes)"
+
+
+def read_bundle(path, verify: bool = True) -> Bundle:
+    """Open a bundle file (mmap). verify=True checks every member's sha256 first."""
+    return Bundle(path, verify=verify)
+
+
+load_bundle = read_bundle

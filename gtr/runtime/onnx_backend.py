@@ -1,0 +1,217 @@
+"""onnxruntime backend: the sampler components (backbone, head_step, diffuse, decode) on a bundle's
+graphs. numpy + onnxruntime only.
+
+Graphs are loaded straight from the mapped bundle: the graph proto bytes go to InferenceSession and
+the component's weight blob (ONNX external data, referenced by its member name) is handed over with
+`SessionOptions.add_external_initializers_from_files_in_memory`, so nothing is written to disk and
+the head and head_nocfg graphs read one stored copy of the MLP weights (onnxruntime copies the data
+into the session when it is created). A session is created once per graph, on first use, so a bundle
+with both head graphs only loads the one its plan needs; `prepare(plan)` creates them up front.
+
+The head loop (`diffuse`) runs with IO binding: all per-call inputs of a step (timesteps,
+coefficients, noise) are laid out once as [calls, R, ...] arrays and uploaded once; each call binds
+pointers into them, x ping-pongs between two device buffers (x_prev of one call is bound as the x of
+the next), and only the final x comes back. On CUDA everything stays on the GPU between head steps;
+on CPU the same code binds numpy memory directly (no copies). Only the CPU path is tested here (no
+GPU in CI); the CUDA path differs only in the device name given to OrtValue and the bindings.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnxruntime as ort
+
+from gtr.runtime.bundle import Bundle, BundleError, read_bundle
+
+def default_providers() -> list[str]:
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def make_session(proto, external: dict, providers=None, threads: int | None = None) -> ort.InferenceSession:
+    """InferenceSession from graph proto bytes whose external data lives in memory.
+
+    external: {location: bytes-like} for the external data files the graph references.
+    """
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    if external:
+        names = list(external)
+        bufs = [np.frombuffer(external[n], dtype=np.uint8) for n in names]
+        so.add_external_initializers_from_files_in_memory(names, bufs, [b.nbytes for b in bufs])
+    return ort.InferenceSession(bytes(proto), so, providers=list(providers or default_providers()))
+
+
+def _blocks(n: int, size: int, dtype) -> tuple[np.ndarray, int]:
+    """Zeroed [n, S] array whose rows start 256 bytes apart (S >= size); returns it and the row stride in bytes."""
+    itemsize = np.dtype(dtype).itemsize
+    stride = -(-size * itemsize // 256) * 256
+    return np.zeros((n, stride // itemsize), dtype), stride
+
+
+class OnnxComponents:
+    """Sampler components on onnxruntime for a bundle (a `Bundle` or a path)."""
+
+    def __init__(self, bundle, providers=None, threads: int | None = None):
+        if isinstance(bundle, (str, os.PathLike)):
+            bundle = read_bundle(bundle)
+        if not isinstance(bundle, Bundle):
+            raise TypeError(f"expected a Bundle or a path, got {type(bundle).__name__}")
+        self.bundle = bundle  # sessions are created lazily from its mapped members
+        self.config = bundle.config
+        self.providers = list(providers or default_providers())
+        self.threads = threads
+        self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
+        self._graphs = bundle.graphs
+        self._sessions: dict[str, ort.InferenceSession] = {}
+        self._inputs: dict[str, tuple[str, ...]] = {}
+
+    # ---- sessions
+
+    @property
+    def device_name(self) -> str:
+        return f"onnxruntime {ort.__version__} {self.providers[0].replace('ExecutionProvider', '')}, " \
+               f"{self.bundle.precision}"
+
+    def has_graph(self, name: str) -> bool:
+        return name in self._graphs
+
+    def session(self, name: str) -> ort.InferenceSession:
+        s = self._sessions.get(name)
+        if s is not None:
+            return s
+        g = self._graphs.get(name)
+        if g is None:
+            raise BundleError(f"{self.bundle.path}: the bundle has no {name!r} graph "
+                              f"(it has: {', '.join(self._graphs) or 'none'})")
+        external = {g["weights"]: self.bundle.member(g["weights"])} if g.get("weights") else {}
+        try:
+            s = make_session(self.bundle.member(g["member"]), external, self.providers, self.threads)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise BundleError(f"{self.bundle.path}: cannot load graph {name!r}: "
+                              f"{str(e).strip().splitlines()[0]}") from None
+        self._sessions[name] = s
+        self._inputs[name] = tuple(i.name for i in s.get_inputs())
+        return s
+
+    def prepare(self, plan=None) -> None:
+        """Create the sessions a plan needs now (sampling creates them on first use otherwise)."""
+        self.session("backbone")
+        self.session(self._head_name(plan is None or plan.uses_cfg))
+        if self.has_graph("vae_decoder"):
+            self.session("vae_decoder")
+
+    def _head_name(self, cfg: bool) -> str:
+        if cfg:
+            if not self.has_graph("head"):
+                raise BundleError(f"{self.bundle.path}: this bundle was exported without CFG (no 'head' graph); "
+                                  f"re-export with --cfg to use guidance")
+            return "head"
+        # Without the no-CFG graph, the CFG graph with duplicated z and weight 1 computes the same step.
+        return "head_nocfg" if self.has_graph("head_nocfg") else "head"
+
+    # ---- components
+
+    def backbone(self, tokens, positions, class_ids, pred_positions):
+        s = self.session("backbone")
+        return s.run(None, {"tokens": tokens, "positions": positions, "class_ids": class_ids,
+                            "pred_positions": pred_positions})[0]
+
+    def head_step(self, x, t, z, coef, cfg_weight, noise):
+        r = x.shape[0]
+        cfg = z.shape[0] == 2 * r
+        name = self._head_name(cfg)
+        if name == "head" and not cfg:
+            z, cfg_weight = np.concatenate([z, z]), np.ones((r, 1), np.float32)
+        s = self.session(name)
+        feeds = {"x": x, "t": t, "z": z, "coef": coef, "cfg_weight": cfg_weight, "noise": noise}
+        return s.run(None, {k: feeds[k] for k in self._inputs[name]})[0]
+
+    def decode(self, tokens):
+        s = self.session("vae_decoder")
+        return s.run(None, {"tokens": np.ascontiguousarray(tokens, dtype=np.float32)})[0]
+
+    def diffuse(self, x, z, calls, cfg_weight, step_noise):
+        """The whole head loop of one AR step (see gtr.runtime.sampler.run_head), with IO binding."""
+        R, c = x.shape
+        cfg = z.shape[0] == 2 * R
+        name = self._head_name(cfg)
+        if name == "head" and not cfg:
+            z, cfg_weight, cfg = np.concatenate([z, z]), 1.0, True
+        sess = self.session(name)
+        inputs = self._inputs[name]
+        n = len(calls)
+        # Per-call inputs laid out as n blocks (each 256-byte aligned for device kernels); call j binds
+        # the first `rows` rows of block j.
+        t_all, t_stride = _blocks(n, R, np.int64)
+        coef_all, coef_stride = _blocks(n, R * 7, np.float32)
+        noise_all, noise_stride = _blocks(n, R * c, np.float32)
+        for j, call in enumerate(calls):
+            r = call.rows
+            t_all[j, :r] = call.t
+            coef_all[j, :r * 7] = call.coef.reshape(-1)
+            start = 0
+            for noise, i in zip(step_noise, call.noise_index):
+                g = noise.shape[1] * c
+                if i >= 0:
+                    noise_all[j, start:start + g] = noise[i].reshape(-1)
+                start += g
+        w = np.full((R, 1), cfg_weight, np.float32)
+        # z of the active prefix: rows [:r] (no CFG) or [:r] and [R:R + r] (CFG), one copy per distinct r.
+        z_of = {}
+        for r in sorted({call.rows for call in calls}):
+            z_of[r] = np.ascontiguousarray(np.concatenate([z[:r], z[R:R + r]]) if cfg else z[:r], dtype=np.float32)
+
+        dev = self.device
+        keep = []  # on CPU an OrtValue wraps the numpy memory: keep the arrays alive until the loop ends
+
+        def put(a):
+            a = np.ascontiguousarray(a)
+            keep.append(a)
+            return ort.OrtValue.ortvalue_from_numpy(a, dev, 0)
+
+        vals = {"t": put(t_all), "coef": put(coef_all), "noise": put(noise_all), "cfg_weight": put(w)}
+        zvals = {r: put(a) for r, a in z_of.items()}
+        xa, xb = put(x.astype(np.float32, copy=True)), put(x.astype(np.float32, copy=True))
+        ptr = {k: v.data_ptr() for k, v in vals.items()}
+        step = {"t": t_stride, "coef": coef_stride, "noise": noise_stride}
+
+        io = sess.io_binding()
+        f32, i64 = np.float32, np.int64
+        bind_in, bind_out = io.bind_input, io.bind_output
+        has_w = "cfg_weight" in inputs
+        src, dst = xa, xb
+        last_r = None
+        for j, call in enumerate(calls):
+            r = call.rows
+            if r != last_r:
+                bind_in("z", dev, 0, f32, [2 * r if cfg else r, z_of[r].shape[1]], zvals[r].data_ptr())
+                if has_w:
+                    bind_in("cfg_weight", dev, 0, f32, [r, 1], ptr["cfg_weight"])
+                last_r = r
+            bind_in("x", dev, 0, f32, [r, c], src.data_ptr())
+            bind_in("t", dev, 0, i64, [r], ptr["t"] + j * step["t"])
+            bind_in("coef", dev, 0, f32, [r, 7], ptr["coef"] + j * step["coef"])
+            bind_in("noise", dev, 0, f32, [r, c], ptr["noise"] + j * step["noise"])
+            bind_out("x_prev", dev, 0, f32, [r, c], dst.data_ptr())
+            sess.run_with_iobinding(io)
+            src, dst = dst, src
+        # Rows beyond the last call's prefix never ran (cannot happen: every group ends at k = 0 together).
+        out = src.numpy()
+        x[...] = out
+        return x
+
+    # ---- display
+
+    def info(self) -> dict:
+        m = self.bundle.manifest
+        return {"providers": self.providers, "device": self.device, "precision": self.bundle.precision,
+                "graphs": {k: {"inputs": [i["name"] for i in g.get("inputs", [])],
+                               "static_shapes": len(g.get("static_shapes", []))} for k, g in self._graphs.items()},
+                "sessions": list(self._sessions), "model": m.get("config", {}).get("name")}

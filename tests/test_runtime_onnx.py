@@ -1,0 +1,181 @@
+"""The onnxruntime backend against the torch reference on the same seed, and the torch-free runtime.
+
+The test model (tests/test_export.py: tiny_models) is random except for its diffusion MLP, which is
+built to predict eps ~= x_t (a near-exact denoiser for x0 = 0, plus small random terms that depend on t
+and z): an untrained MLP predicts eps ~= 0, so x0 = x_t / sqrt(alpha_bar) and the tokens grow to ~6e4,
+where neither absolute errors nor fp16 mean anything. With it, sampled tokens are O(1) like a trained
+model's, and the VAE output is scaled to span about [-1, 1].
+"""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gtr.export.exporter import export_bundle
+from gtr.models.reference import TorchComponents
+from gtr.plan import build_plan
+from gtr.runtime.bundle import read_bundle
+from gtr.runtime.onnx_backend import OnnxComponents
+from gtr.runtime.sampler import head_calls, run_head, sample
+
+from test_export import TINY, tiny_models  # noqa: E402  (tests/ is on sys.path under pytest)
+
+LABELS = [1, None, 7]
+KW = dict(token_dim=TINY.token_dim, num_classes=TINY.num_classes)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def models():
+    return tiny_models()
+
+
+@pytest.fixture(scope="module")
+def plans():
+    return [build_plan("gtr", TINY.grid, cfg=3.0), build_plan("mar-16", TINY.grid)]
+
+
+@pytest.fixture(scope="module")
+def bundles(models, plans, tmp_path_factory):
+    d = tmp_path_factory.mktemp("rt")
+    out = {}
+    for precision in ("fp32", "fp16"):
+        export_bundle(TINY, *models, plans, batch=1, precision=precision, out_path=d / f"{precision}.plan",
+                      random_weights=True, sources={"random_seed": 0})
+        out[precision] = d / f"{precision}.plan"
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(models, plans):
+    comps = TorchComponents(*models)
+    return {p.name: sample(comps, p, LABELS, 0, **KW) for p in plans}
+
+
+def psnr(a, b):
+    mse = float(np.mean((np.clip(a, -1, 1).astype(np.float64) - np.clip(b, -1, 1)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(4.0 / mse)
+
+
+@pytest.mark.parametrize("plan_index", [0, 1], ids=["gtr-cfg3", "mar16-nocfg"])
+def test_fp32_matches_torch(bundles, plans, reference, plan_index):
+    plan = plans[plan_index]
+    got = sample(OnnxComponents(bundles["fp32"], threads=1), plan, LABELS, 0, **KW)
+    ref = reference[plan.name]
+    assert np.array_equal(got.orders, ref.orders)
+    assert np.abs(ref.tokens).max() > 0.5 and np.abs(ref.images).max() > 0.3  # realistic magnitudes
+    assert np.abs(got.tokens - ref.tokens).max() <= 1e-4
+    assert np.abs(got.images - ref.images).max() <= 1e-3
+    assert psnr(got.images, ref.images) >= 60
+
+
+@pytest.mark.parametrize("plan_index", [0, 1], ids=["gtr-cfg3", "mar16-nocfg"])
+def test_fp16_close_to_torch(bundles, plans, reference, plan_index):
+    """fp16: image PSNR >= 30 dB (measured ~68 dB gtr, ~91 dB mar-16). Tokens: max error <= 0.25 and mean
+    <= 0.02 against the fp32 reference, token scale ~1.5 (measured max 0.05-0.07 gtr, 1.5e-3 mar-16;
+    mean ~7e-3 gtr). The gtr plan's T = 20 chains amplify an eps error by c1*r2 ~ 1700 at their first
+    step (316 for T = 100), so fp16 rounding of eps shows more there; later steps contract it."""
+    plan = plans[plan_index]
+    got = sample(OnnxComponents(bundles["fp16"], threads=1), plan, LABELS, 0, **KW)
+    ref = reference[plan.name]
+    assert np.isfinite(got.tokens).all()
+    err = np.abs(got.tokens - ref.tokens)
+    assert err.max() <= 0.25 and err.mean() <= 0.02
+    assert psnr(got.images, ref.images) >= 30
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_deterministic(bundles, plans, precision):
+    comps = OnnxComponents(read_bundle(bundles[precision]), threads=1)
+    a = sample(comps, plans[0], LABELS, 3, **KW)
+    b = sample(OnnxComponents(bundles[precision], threads=1), plans[0], LABELS, 3, **KW)
+    c = sample(comps, plans[0], LABELS, 4, **KW)
+    assert np.array_equal(a.tokens, b.tokens) and np.array_equal(a.images, b.images)
+    assert not np.allclose(a.tokens, c.tokens)
+
+
+@pytest.mark.parametrize("cfg", [True, False])
+def test_diffuse_equals_head_step_loop(bundles, cfg):
+    """The IO-binding head loop (diffuse) gives the same result as one head_step call per step.
+    (Run on CPU here; on CUDA the same bindings keep x on the device.)"""
+    comps = OnnxComponents(bundles["fp32"], threads=1)
+
+    class PlainLoop:  # the same components without `diffuse`
+        head_step = comps.head_step
+
+    rng = np.random.default_rng(0)
+    sizes, Ts = (3, 9), (50, 20)  # FTS-like groups: 3 rows join first, 9 join for the last 20 steps
+    R = sum(sizes)
+    z = rng.standard_normal(((2 if cfg else 1) * R, 32)).astype(np.float32)
+    x = rng.standard_normal((R, 4)).astype(np.float32)
+    noise = [rng.standard_normal((T - 1, n, 4)).astype(np.float32) for n, T in zip(sizes, Ts)]
+    calls = head_calls(Ts, sizes, 1.0)
+    looped = run_head(PlainLoop(), x.copy(), z, calls, 2.5, noise, 4)
+    bound = run_head(comps, x.copy(), z, calls, 2.5, noise, 4)
+    np.testing.assert_allclose(bound, looped, rtol=0, atol=1e-6)
+    assert not np.allclose(bound, x)
+
+
+def test_cfg_graph_serves_cfg_one_without_head_nocfg(models, plans, reference, tmp_path):
+    """A bundle exported with CFG plans only has no head_nocfg graph; a cfg = 1 run then uses the CFG
+    graph with duplicated z and weight 1 (same result), and its sessions are created on first use."""
+    path = tmp_path / "cfg-only.plan"
+    export_bundle(TINY, *models, plans[:1], batch=1, precision="fp32", out_path=path, random_weights=True,
+                  sources={}, verify=False)
+    comps = OnnxComponents(path, threads=1)
+    assert not comps.has_graph("head_nocfg") and comps.info()["sessions"] == []
+    got = sample(comps, plans[1], LABELS, 0, **KW)
+    assert np.abs(got.tokens - reference[plans[1].name].tokens).max() <= 1e-4
+    assert set(comps.info()["sessions"]) == {"backbone", "head", "vae_decoder"}
+
+
+def test_other_batch_sizes_run(bundles, models, plans):
+    """Symbolic axes: a batch-1 export runs 2 images per call (the static shapes are for engine builders)."""
+    got = sample(OnnxComponents(bundles["fp32"], threads=1), plans[1], [0, 5], 1, **KW)
+    ref = sample(TorchComponents(*models), plans[1], [0, 5], 1, **KW)
+    assert np.abs(got.tokens - ref.tokens).max() <= 1e-4
+
+
+BLOCKER = textwrap.dedent("""
+    import sys
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "onnx", "torchvision", "safetensors"):
+                raise ImportError(f"blocked for this test: {name}")
+    sys.meta_path.insert(0, Block())
+""")
+
+
+def test_runtime_needs_no_torch(bundles, plans, tmp_path):
+    """gtr.runtime imports and samples from a bundle with torch (and onnx) unimportable."""
+    out = tmp_path / "tokens.npy"
+    code = BLOCKER + textwrap.dedent(f"""
+        import numpy as np
+        import gtr.runtime as rt
+        b = rt.load_bundle({str(bundles["fp32"])!r})
+        plan = b.plans()["gtr"]
+        res = rt.sample(rt.OnnxComponents(b, threads=1), plan, [1, None, 7], 0,
+                        token_dim=b.config.token_dim, num_classes=b.config.num_classes)
+        assert res.images.shape == (3, 3, 32, 32)
+        np.save({str(out)!r}, res.tokens)
+        bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx"))
+        assert not bad, bad
+        print("ok")
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+    same = sample(OnnxComponents(bundles["fp32"], threads=1), plans[0], LABELS, 0, **KW)
+    assert np.array_equal(np.load(out), same.tokens)
