@@ -327,7 +327,7 @@ def generate(components, plan, labels, seed: int, batch: int, token_dim: int, nu
 @click.option("--num-images", "-n", type=int, default=1, show_default=True, help="Images per class.")
 @click.option("--seed", "-s", type=int, default=0, show_default=True, help="Seed of batch 1 (batch i uses seed + i - 1).")
 @click.option("--plan", "plan_name", help="Which of the bundle's plans to run (default: the first).")
-@click.option("--cfg", type=float, help="Override the plan's CFG scale (> 1 needs a bundle exported with CFG).")
+@click.option("--cfg", type=float, help="Override the plan's CFG scale (1 = no guidance).")
 @click.option("--temperature", type=float, help="Override the plan's diffusion temperature.")
 @click.option("--batch", type=int, help="Images per batch (default: the bundle's export batch).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output PNG (one image, or the grid with --grid).")
@@ -390,10 +390,7 @@ def select_plan(b, plan_name, cfg=None, temperature=None):
         raise click.BadParameter(f"the bundle has no plan {name!r}; it has: {', '.join(plans)}", param_hint="--plan")
     plan = plans[name]
     if cfg is not None:
-        if cfg > 1.0 and not plan.uses_cfg:
-            raise click.BadParameter("this plan was exported without CFG (cfg 1); re-export with --cfg to use guidance",
-                                     param_hint="--cfg")
-        plan = plan.replace(cfg=cfg)
+        plan = plan.replace(cfg=cfg)  # the CFG head graph is always exported
     if temperature is not None:
         plan = plan.replace(temperature=temperature)
     return plan
