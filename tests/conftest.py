@@ -24,3 +24,27 @@ def mar_io(fixtures_dir):
 def mar_test_model(fixtures_dir):
     from gtr.models.checkpoint import load_mar
     return load_mar("mar-test", fixtures_dir / "mar_small.pth")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny graphs: one torch thread is faster than two contending ones on a shared 2-core machine."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def models():
+    """MAR + VAE of tests/tiny_export_model.py (8x8 grid, realistic token magnitudes)."""
+    from tiny_export_model import tiny_models
+    return tiny_models()
+
+
+@pytest.fixture(scope="session")
+def plans():
+    from gtr.plan import build_plan
+    from tiny_export_model import TINY
+    return [build_plan("gtr", TINY.grid, cfg=3.0), build_plan("mar-16", TINY.grid)]

@@ -1,68 +1,17 @@
 """torch -> ONNX export: graphs, K = 0, fp16 rewrite, shared weights, bundle sizes, export errors."""
-import math
-
 import numpy as np
 import onnx
 import pytest
 import torch
 
-from gtr.configs import MARConfig, VAEConfig
 from gtr.export.exporter import export_bundle, static_shapes
 from gtr.export.onnx_export import ExportError
-from gtr.export.weights import random_models
 from gtr.plan import build_plan
 from gtr.runtime.bundle import read_bundle
 from gtr.runtime.onnx_backend import make_session
+from tiny_export_model import TINY, tiny_models
 
-# 8x8 token grid, 32x32 images: small enough for 2 shared CPU cores.
-TINY = MARConfig(name="export-test", img_size=32, vae_stride=4, encoder_embed_dim=32, encoder_depth=1,
-                 encoder_num_heads=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2, diffloss_d=2,
-                 diffloss_w=64, buffer_size=4, num_classes=10, token_dim=4,
-                 vae=VAEConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, embed_dim=4))
-
-
-def tiny_models(seed=0):
-    """Random MAR + VAE whose samples have realistic magnitudes (see tests/test_runtime_onnx.py)."""
-    torch.manual_seed(seed)
-    mar, vae = random_models(TINY, seed)
-    net = mar.diffloss.net
-    c, w, a = TINY.token_dim, TINY.diffloss_w, 10.0
-    with torch.no_grad():
-        W, b = torch.zeros(w, c), torch.zeros(w)
-        for i in range(c):
-            W[i, i], W[c + i, i] = 1.0, -1.0
-        b[2 * c::2], b[2 * c + 1::2] = a, -a
-        net.input_proj.weight.copy_(W)
-        net.input_proj.bias.copy_(b)
-        net.final_layer.adaLN_modulation[1].weight.mul_(1e-2)
-        net.final_layer.adaLN_modulation[1].bias.mul_(1e-2)
-        Wo = torch.zeros(2 * c, w)
-        for i in range(c):
-            Wo[i, i] = a * math.sqrt((w - 2 * c) / w)
-        net.final_layer.linear.weight.copy_(Wo)
-        net.final_layer.linear.bias.zero_()
-        vae.decoder.conv_out.weight.mul_(25.0)
-    return mar, vae
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny graphs: one thread is faster than two contending ones on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def models():
-    return tiny_models()
-
-
-@pytest.fixture(scope="module")
-def plans():
-    return [build_plan("gtr", TINY.grid, cfg=3.0), build_plan("mar-16", TINY.grid)]
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def fp32_bundle(models, plans, tmp_path_factory):

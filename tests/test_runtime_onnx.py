@@ -1,10 +1,6 @@
 """The onnxruntime backend against the torch reference on the same seed, and the torch-free runtime.
 
-The test model (tests/test_export.py: tiny_models) is random except for its diffusion MLP, which is
-built to predict eps ~= x_t (a near-exact denoiser for x0 = 0, plus small random terms that depend on t
-and z): an untrained MLP predicts eps ~= 0, so x0 = x_t / sqrt(alpha_bar) and the tokens grow to ~6e4,
-where neither absolute errors nor fp16 mean anything. With it, sampled tokens are O(1) like a trained
-model's, and the VAE output is scaled to span about [-1, 1].
+The test model is tests/tiny_export_model.py (random weights, but O(1) tokens like a trained model).
 """
 import os
 import subprocess
@@ -23,28 +19,12 @@ from gtr.runtime.bundle import read_bundle
 from gtr.runtime.onnx_backend import OnnxComponents
 from gtr.runtime.sampler import head_calls, run_head, sample
 
-from test_export import TINY, tiny_models  # noqa: E402  (tests/ is on sys.path under pytest)
+from tiny_export_model import TINY  # noqa: E402  (tests/ is on sys.path under pytest)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 LABELS = [1, None, 7]
 KW = dict(token_dim=TINY.token_dim, num_classes=TINY.num_classes)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def models():
-    return tiny_models()
-
-
-@pytest.fixture(scope="module")
-def plans():
-    return [build_plan("gtr", TINY.grid, cfg=3.0), build_plan("mar-16", TINY.grid)]
 
 
 @pytest.fixture(scope="module")

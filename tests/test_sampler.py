@@ -1,24 +1,12 @@
-"""The shared sampling loop with the torch reference components (small configs, CPU)."""
+"""The shared sampling loop with the torch reference components (tests/tiny_export_model.py, CPU)."""
 import numpy as np
 import pytest
-import torch
 
-from gtr.configs import MARConfig, VAEConfig
-from gtr.export.weights import random_models
 from gtr.models.reference import TorchComponents, sample_images
 from gtr.plan import NoiseSource, build_plan
 from gtr.runtime.sampler import head_calls, run_head
 
-TINY = MARConfig(name="sampler-test", img_size=32, vae_stride=4, encoder_embed_dim=32, encoder_depth=1,
-                 encoder_num_heads=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2, diffloss_d=1,
-                 diffloss_w=32, buffer_size=4, num_classes=10, token_dim=4,
-                 vae=VAEConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, embed_dim=4))
-
-
-@pytest.fixture(scope="module")
-def models():
-    torch.manual_seed(0)
-    return random_models(TINY, seed=0)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("plan_name", ["gtr", "mar-64", "gtr-32"])
