@@ -31,8 +31,8 @@ def build_models(config: MARConfig, checkpoint=None, vae=None, weights="ema", ra
         mar, vae_model = random_models(config, seed)
         return mar, vae_model, {"random_seed": seed}
     if checkpoint is None and vae is None and config.name == "mar-tiny":
-        from gtr.tiny.model import tiny_weight_paths
-        checkpoint, vae = tiny_weight_paths()
+        from gtr.tiny.model import ASSET_DIR, MAR_FILE, VAE_FILE
+        checkpoint, vae = ASSET_DIR / MAR_FILE, ASSET_DIR / VAE_FILE
     elif find_weights is not None:
         checkpoint, vae = find_weights(config.name, checkpoint, vae)
     mar = load_mar(config, checkpoint, weights=weights)
