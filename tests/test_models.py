@@ -221,3 +221,20 @@ def test_foreign_and_unsafe_files_are_refused(tmp_path):
 def test_unknown_model_name():
     with pytest.raises(KeyError, match="known models"):
         get_config("mar-xl")
+
+
+def test_vae_loader_skips_extra_and_refuses_missing(fixtures_dir, tmp_path):
+    from gtr.configs import VAEConfig
+    from gtr.models.checkpoint import load_vae
+    sd = torch.load(fixtures_dir / "kl16_small.ckpt", map_location="cpu", weights_only=True)["model"]
+    sd = dict(sd)
+    sd["loss.logvar"] = torch.zeros(())  # e.g. a training-loss parameter left in the file
+    torch.save({"model": sd}, tmp_path / "extra.ckpt")
+    vae = load_vae(VAEConfig(ch=32), tmp_path / "extra.ckpt", with_encoder=False)
+    assert vae.extra_keys == ["loss.logvar"]
+    del sd["decoder.conv_out.weight"]
+    torch.save({"model": sd}, tmp_path / "missing.ckpt")
+    with pytest.raises(CheckpointError, match="1 missing: decoder.conv_out.weight"):
+        load_vae(VAEConfig(ch=32), tmp_path / "missing.ckpt", with_encoder=False)
+    with pytest.raises(CheckpointError, match="shape mismatches"):
+        load_vae(VAEConfig(ch=64), fixtures_dir / "kl16_small.ckpt", with_encoder=False)
