@@ -162,8 +162,9 @@ def plan_list_cmd():
 @click.option("--grid", default=None, metavar="HxW", help="Token grid when no --model is given (default 16x16).")
 @plan_options
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the plan as JSON to this file.")
+@click.option("--name", help="Rename the plan (the name other commands select it by, e.g. in a bundle).")
 @friendly_errors
-def plan_show_cmd(plan, model, grid, json_out, **options):
+def plan_show_cmd(plan, model, grid, json_out, name, **options):
     """Show a sampling plan: its step table and, with --model, its cost.
 
     PLAN is a preset (gtr, gtr-32, mar-64, mar-256, ...), mar-N for any N, or a plan .json file.
@@ -186,6 +187,8 @@ def plan_show_cmd(plan, model, grid, json_out, **options):
         [p] = make_plans([plan], SimpleNamespace(grid=(h, w), default_cfg=1.0), options)
     else:
         [p] = make_plans([plan], config, options)
+    if name:
+        p = p.replace(name=name)
     echo_plan(p, config)
     if json_out:
         from gtr.runtime.files import atomic_write_text
