@@ -11,6 +11,8 @@ from gtr.models.mar import MAR, timestep_embedding
 from gtr.runtime.sampler import head_calls, run_head
 from gtr.models.reference import TorchComponents
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def rel(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
