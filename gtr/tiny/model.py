@@ -1,0 +1,76 @@
+"""mar-tiny: the configuration of the small real MAR model shipped with gtr, and its loader.
+
+Importing this module registers "mar-tiny" in `gtr.configs.REGISTRY`. It imports no torch at
+module level (gtr.configs imports it lazily and the plan tools stay torch-free); `load_tiny()`
+imports torch when called.
+
+Model choices (trained by tools/train_tiny.py on the 'train' split of gtr.tiny.data, 1,438
+scikit-learn digits upscaled to 32x32 RGB in [-1, 1]):
+
+* Tokenizer, VAEConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, embed_dim=4): the KL-16
+  structure (mar-spec.md §2) scaled down. ch=32 is the smallest width GroupNorm(32) allows;
+  two downsamplings give stride 4, so a 32x32 digit becomes an 8x8 grid of 4-channel tokens
+  (L = 64). The source digits hold only 8x8 grey values, so 4 channels per token are plenty,
+  and a low token dimension keeps the per-token diffusion problem easy for a small head. One
+  res block per level (the decoder then has 2) keeps VAE training to a few CPU minutes.
+  `scale_factor` = 1 / std of the training-set posterior samples (MAR's convention: token =
+  scale_factor * latent, no mean shift), measured by the training script and copied here.
+* MAR: width 128 for encoder and decoder, depth 3 each, 4 heads (head_dim 32), buffer 16
+  (MAR-B has 64 buffer slots for 256 tokens; 16 keeps the same 1:4 ratio for 64 tokens), 10
+  classes. Diffusion MLP width 256 with 3 res blocks: the head does the per-token work at every
+  one of the 100 diffusion steps, and a 256-wide head learns the 4-dim token distribution well
+  within the CPU budget. About 2.5 M parameters in all (~10 MB float32).
+* default_cfg: chosen by a quick class-accuracy check with the baseline mar-64 plan on seeds not
+  used for the reported numbers (see mar_tiny.json, "cfg_check").
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gtr.configs import MARConfig, VAEConfig, register
+
+ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny"
+MAR_FILE = "mar_tiny.safetensors"
+VAE_FILE = "vae_tiny.safetensors"
+JSON_FILE = "mar_tiny.json"
+
+# 1 / std of the training latents (posterior samples) of the shipped VAE; see mar_tiny.json.
+TINY_SCALE_FACTOR = 1.0
+
+TINY_VAE = VAEConfig(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, embed_dim=4, scale_factor=TINY_SCALE_FACTOR)
+
+
+def tiny_config(scale_factor: float = TINY_SCALE_FACTOR, default_cfg: float = 3.0) -> MARConfig:
+    """The mar-tiny MARConfig with a given VAE scale factor and default CFG (training uses this)."""
+    return MARConfig(
+        name="mar-tiny", encoder_embed_dim=128, encoder_depth=3, encoder_num_heads=4,
+        decoder_embed_dim=128, decoder_depth=3, decoder_num_heads=4,
+        diffloss_d=3, diffloss_w=192, img_size=32, vae_stride=4, patch_size=1, token_dim=4,
+        buffer_size=16, num_classes=10, default_cfg=default_cfg,
+        vae=VAEConfig(ch=TINY_VAE.ch, ch_mult=TINY_VAE.ch_mult, num_res_blocks=TINY_VAE.num_res_blocks,
+                      embed_dim=TINY_VAE.embed_dim, scale_factor=float(scale_factor)),
+    )
+
+
+MAR_TINY = register(tiny_config())
+
+
+def read_info(asset_dir: str | Path = ASSET_DIR) -> dict:
+    """The JSON written next to the weights (config + training metadata)."""
+    return json.loads((Path(asset_dir) / JSON_FILE).read_text())
+
+
+def load_tiny(asset_dir: str | Path = ASSET_DIR, device="cpu", with_encoder: bool = False):
+    """Load the shipped mar-tiny weights -> (MAR model, AutoencoderKL), both in eval mode.
+
+    The config comes from the JSON next to the weights (so a retrained copy in another folder
+    loads with its own scale factor); keys are matched strictly by name and shape.
+    """
+    from gtr.models.checkpoint import load_mar, load_vae
+
+    asset_dir = Path(asset_dir)
+    config = MARConfig.from_dict(read_info(asset_dir)["config"])
+    model = load_mar(config, asset_dir / MAR_FILE, device=device)
+    vae = load_vae(config.vae, asset_dir / VAE_FILE, with_encoder=with_encoder, device=device)
+    return model, vae
