@@ -232,8 +232,8 @@ def find_weights(model: str, checkpoint: str | None, vae: str | None) -> tuple[P
 
 
 @click.command("export", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", "-m", default="mar-tiny", show_default=True,
-              help="Model config: mar-b, mar-l, mar-h, mar-tiny (shipped weights), mar-test.")
+@click.option("--model", "-m", required=True,
+              help="Model config: mar-b, mar-l, mar-h, mar-tiny, mar-test (the official-fixture layout).")
 @click.option("--precision", "-p", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
               help="Precision carried in the graphs (int8: planned, needs calibration).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="MAR checkpoint (.pth official layout, or .safetensors).")
@@ -253,11 +253,11 @@ def export_cmd(model, precision, checkpoint, weights, vae, random_weights, plans
     """Export a MAR model into one .plan bundle (ONNX graphs + manifest) for gtr-run.
 
     Without --checkpoint the official files are looked up in $GTR_HOME (default ~/.cache/gtr):
-    <model>/checkpoint-last.pth and kl16.ckpt. mar-tiny needs no download.
+    <model>/checkpoint-last.pth and kl16.ckpt.
 
     \b
     Examples:
-      gtr-export --model mar-tiny
+      gtr-export --model mar-test --random-weights
       gtr-export --model mar-b --random-weights --precision fp16
       gtr-export --model mar-l --precision fp16 --plan gtr --plan mar-64 --batch 4
     """

@@ -31,8 +31,12 @@ def build_models(config: MARConfig, checkpoint=None, vae=None, weights="ema", ra
         mar, vae_model = random_models(config, seed)
         return mar, vae_model, {"random_seed": seed}
     if checkpoint is None and vae is None and config.name == "mar-tiny":
+        from gtr.models.checkpoint import CheckpointError
         from gtr.tiny.model import ASSET_DIR, MAR_FILE, VAE_FILE
         checkpoint, vae = ASSET_DIR / MAR_FILE, ASSET_DIR / VAE_FILE
+        if not (checkpoint.is_file() and vae.is_file()):
+            raise CheckpointError("mar-tiny weights are not in this installation (gtr/assets/tiny); train them there "
+                                  "with `python tools/train_tiny.py`, or export with --random-weights")
     elif find_weights is not None:
         checkpoint, vae = find_weights(config.name, checkpoint, vae)
     mar = load_mar(config, checkpoint, weights=weights)
