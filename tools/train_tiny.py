@@ -5,16 +5,20 @@ of a posterior sample and a small KL weight, then sets scale_factor = 1 / std of
 latents (posterior samples). Stage 2 trains MAR (gtr.tiny.model.tiny_config) on tokens = posterior
 samples x scale_factor, drawn afresh every step from the cached posterior moments (as the official
 training with cached latents), with the objective of gtr.tiny.training.mar_loss: AdamW with warmup
-and cosine decay, EMA weights shipped. Optionally (--eval-per-class) it then samples with the
-baseline mar-64 plan and scores class accuracy with the shipped digit classifier.
+and cosine decay, EMA weights; 10% of the diffusion rows at t = 999. Stage 3 ("polish") starts
+from the EMA weights, freezes the backbone and trains only the diffusion MLP for a few hundred
+low-LR steps, with inflated-noise rows at t >= 900 (see gtr.tiny.training.sample_noise_scales);
+its EMA weights are shipped. Finally a quick mar-64 class-accuracy check with the shipped digit
+classifier picks default_cfg among --cfg-check values (seeds 1000+, not those of reported numbers).
 
 Writes, each atomically: vae_tiny.safetensors, mar_tiny.safetensors (EMA, official MAR key names),
 mar_tiny.json (config + training metadata). Reproducible for a seed and thread count:
 
-    python tools/train_tiny.py --seed 0 [--vae-steps N] [--mar-steps N] [--out DIR]
+    python tools/train_tiny.py --seed 0 [--vae-steps N] [--mar-steps N] [--polish-steps N] [--out DIR]
 
-All randomness comes from torch generators seeded from --seed (VAE stage: seed, MAR stage: seed + 1),
-so `--vae-from DIR` (reuse a trained VAE) reproduces the MAR stage of a full run.
+All randomness comes from torch generators seeded from --seed (VAE: seed, MAR: seed + 1, polish:
+seed + 2), so `--vae-from DIR` (reuse a trained VAE) and `--mar-from DIR` (reuse a finished MAR
+stage) reproduce the later stages of a full run. About 40 minutes on 2 otherwise idle CPU cores.
 """
 from __future__ import annotations
 
@@ -228,6 +232,18 @@ def evaluate(model, vae, cfg: float, per_class: int, seed: int, plan_name: str =
     return {"plan": plan_name, "cfg": cfg, "accuracy": acc, "n": len(labels), "seed": seed, "images": images}
 
 
+TRAINING_FLAGS = ("seed", "threads", "vae_steps", "vae_batch", "vae_lr", "kl_weight", "mar_steps", "mar_batch",
+                  "mar_lr", "weight_decay", "ema", "lr_min_ratio", "top_t_prob", "polish_steps", "polish_lr",
+                  "polish_top_t_prob", "polish_inflate_prob", "polish_inflate_max")
+
+
+def reproduce_command(args) -> str:
+    """The one-process command that retrains these weights (every training flag spelled out; the
+    --vae-from / --mar-from shortcuts reproduce the same stages, so they are left out)."""
+    flags = " ".join(f"--{name.replace('_', '-')} {getattr(args, name)}" for name in TRAINING_FLAGS)
+    return f"python tools/train_tiny.py {flags}"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
@@ -321,6 +337,7 @@ def main(argv=None) -> int:
                         "schedule": f"linear warmup, cosine to {args.lr_min_ratio} x lr", **(extra or {})},
             },
             "command": "python tools/train_tiny.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "reproduce": reproduce_command(args),
         }
         text = (json.dumps(info, indent=2) + "\n").encode()
         atomic_write_bytes(out / JSON_FILE, text)

@@ -5,23 +5,30 @@ module level (gtr.configs imports it lazily and the plan tools stay torch-free);
 imports torch when called.
 
 Model choices (trained by tools/train_tiny.py on the 'train' split of gtr.tiny.data, 1,438
-scikit-learn digits upscaled to 32x32 RGB in [-1, 1]):
+scikit-learn digits upscaled to 32x32 RGB in [-1, 1]; the numbers are in mar_tiny.json):
 
-* Tokenizer, VAEConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, embed_dim=4): the KL-16
+* Tokenizer, VAEConfig(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, embed_dim=4): the KL-16
   structure (mar-spec.md §2) scaled down. ch=32 is the smallest width GroupNorm(32) allows;
   two downsamplings give stride 4, so a 32x32 digit becomes an 8x8 grid of 4-channel tokens
-  (L = 64). The source digits hold only 8x8 grey values, so 4 channels per token are plenty,
-  and a low token dimension keeps the per-token diffusion problem easy for a small head. One
-  res block per level (the decoder then has 2) keeps VAE training to a few CPU minutes.
-  `scale_factor` = 1 / std of the training-set posterior samples (MAR's convention: token =
-  scale_factor * latent, no mean shift), measured by the training script and copied here.
+  (L = 64). The source digits hold only 8x8 grey values, so 4 channels per token are plenty
+  (held-out reconstructions classify exactly as the originals), and a low token dimension keeps
+  the per-token diffusion problem easy for a small head. ch_mult (1, 1, 2) rather than (1, 2, 2)
+  and one res block per level (the decoder then has 2) keep it to 0.75 M parameters (3.0 MB) and
+  VAE training to ~7 CPU minutes. `scale_factor` = 1 / std of the training-set posterior samples
+  (MAR's convention: token = scale_factor * latent, no mean shift), measured by the training
+  script and copied here.
 * MAR: width 128 for encoder and decoder, depth 3 each, 4 heads (head_dim 32), buffer 16
   (MAR-B has 64 buffer slots for 256 tokens; 16 keeps the same 1:4 ratio for 64 tokens), 10
-  classes. Diffusion MLP width 256 with 3 res blocks: the head does the per-token work at every
-  one of the 100 diffusion steps, and a 256-wide head learns the 4-dim token distribution well
-  within the CPU budget. About 2.5 M parameters in all (~10 MB float32).
+  classes. Diffusion MLP width 192 with 3 res blocks: the head costs ~2/3 of every training step
+  (each masked token is trained 4 times), and 192 rather than 256 wide buys ~45% more steps in
+  the CPU budget. 1.98 M parameters (7.9 MB float32).
+* Training: the official objective (gtr.tiny.training), plus two documented additions that the
+  short run needs because sampling starts at t = 999, where the first reverse step multiplies the
+  head's eps error by 316 (100-step chains) to 1674 (20-step chains): 10% of the diffusion rows
+  at t = 999, and a head-only polish stage that also teaches the head to treat an inflated x_t
+  as noise (so the next steps absorb the first step's kick). See gtr.tiny.training.
 * default_cfg: chosen by a quick class-accuracy check with the baseline mar-64 plan on seeds not
-  used for the reported numbers (see mar_tiny.json, "cfg_check").
+  used for the reported numbers (mar_tiny.json, "cfg_check").
 """
 from __future__ import annotations
 
@@ -36,12 +43,15 @@ VAE_FILE = "vae_tiny.safetensors"
 JSON_FILE = "mar_tiny.json"
 
 # 1 / std of the training latents (posterior samples) of the shipped VAE; see mar_tiny.json.
-TINY_SCALE_FACTOR = 1.0
+TINY_SCALE_FACTOR = 0.7723189763049126
+# Chosen by the training script's mar-64 check (cfg 2.0 / 3.0 / 4.0: 0.95 / 0.95 / 0.94 class accuracy,
+# 10 per class, seed 1000; ties go to the lower value).
+TINY_DEFAULT_CFG = 2.0
 
 TINY_VAE = VAEConfig(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, embed_dim=4, scale_factor=TINY_SCALE_FACTOR)
 
 
-def tiny_config(scale_factor: float = TINY_SCALE_FACTOR, default_cfg: float = 3.0) -> MARConfig:
+def tiny_config(scale_factor: float = TINY_SCALE_FACTOR, default_cfg: float = TINY_DEFAULT_CFG) -> MARConfig:
     """The mar-tiny MARConfig with a given VAE scale factor and default CFG (training uses this)."""
     return MARConfig(
         name="mar-tiny", encoder_embed_dim=128, encoder_depth=3, encoder_num_heads=4,
