@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 # else an untrained mar-test model (the pipeline runs end to end; the images are noise).
 demo: $(VENV)/.installed
 	@if [ -f gtr/assets/tiny/mar_tiny.safetensors ]; then \
-	  $(BIN)/gtr-export --model mar-tiny -o out/demo.plan && \
+	  $(BIN)/gtr-export --model mar-tiny --plan mar-64 --plan gtr -o out/demo.plan && \
 	  $(BIN)/gtr-run out/demo.plan --class 3 -o out/three.png && \
 	  $(BIN)/gtr-run out/demo.plan -c 0 -c 1 -c 2 -c 3 -c 4 -c 5 -c 6 -c 7 -c 8 -c 9 -n 8 --grid -o out/digits.png; \
 	else \

@@ -57,11 +57,11 @@ def test_run_writes_pngs(bundle, tmp_path):
 @pytest.mark.skipif(not tiny_shipped(), reason="mar-tiny weights are not shipped in gtr/assets/tiny yet")
 def test_mar_tiny_writes_a_recognisable_digit(tmp_path):
     bundle = tmp_path / "mar-tiny-fp32.plan"
-    assert run("export", "--model", "mar-tiny", "--plan", "gtr", "-o", bundle).exit_code == 0
+    assert run("export", "--model", "mar-tiny", "--plan", "mar-64", "-o", bundle).exit_code == 0
     out = tmp_path / "three.png"
     r = run("run", bundle, "--class", 3, "-n", 4, "--grid", "-o", out, "--seed", 0)
     assert r.exit_code == 0, r.output
-    assert "s/image" in r.output and "plan gtr" in r.output
+    assert "s/image" in r.output and "plan mar-64" in r.output
     grid = np.asarray(Image.open(out))
     assert grid.dtype == np.uint8 and grid.shape[2] == 3
     # The four 32x32 digits are read back by the shipped classifier.
