@@ -215,6 +215,11 @@ OFFICIAL_FILES = {
 }
 
 
+# Plans exported when no --plan is given; the first is gtr-run's default. mar-tiny's GtR samples are not
+# recognisable yet (README, "mar-tiny"), so its default is the baseline that gives digits.
+DEFAULT_PLANS = {"mar-tiny": ("mar-64", "gtr")}
+
+
 def find_weights(model: str, checkpoint: str | None, vae: str | None) -> tuple[Path, Path]:
     """Explicit paths, else the cache: $GTR_HOME/<model>/checkpoint-last.pth and $GTR_HOME/kl16.ckpt."""
     ckpt = Path(checkpoint) if checkpoint else cache_dir() / model / "checkpoint-last.pth"
@@ -243,7 +248,7 @@ def find_weights(model: str, checkpoint: str | None, vae: str | None) -> tuple[P
 @click.option("--random-weights", is_flag=True, help="Export an untrained model (testing and benchmarking only).")
 @click.option("--plan", "plans", multiple=True, metavar="PLAN",
               help="Plan(s) to support: preset, mar-N or plan.json; repeatable; the first is the default "
-                   "for gtr-run. Default: gtr and mar-64.")
+                   "for gtr-run. Default: gtr and mar-64 (mar-tiny: mar-64 first).")
 @plan_options
 @click.option("--batch", type=int, default=1, show_default=True, help="Images per engine call (static shapes are listed for it).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random-weights.")
@@ -267,7 +272,7 @@ def export_cmd(model, precision, checkpoint, weights, vae, random_weights, plans
     if batch < 1:
         raise click.BadParameter("--batch must be >= 1")
     config = get_config(model)
-    plan_objs = make_plans(plans or ("gtr", "mar-64"), config, options)
+    plan_objs = make_plans(plans or DEFAULT_PLANS.get(model, ("gtr", "mar-64")), config, options)
     output = Path(output or f"{model}-{precision}.plan")
 
     from gtr.export.exporter import export_bundle
