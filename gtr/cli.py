@@ -438,10 +438,9 @@ def inspect_cmd(bundle, show_plans):
         if show_plans:
             echo_plan(plan, config, baseline=None)
         else:
-            click.echo(f"plan {plan.name}{' (default)' if i == 0 else ''}: {plan.num_steps} AR steps")
-        cost = plan_cost(plan, config)
-        if not show_plans:
-            click.echo(f"  {format_flops(cost.total_flops)} per image")
+            cost = plan_cost(plan, config)
+            click.echo(f"plan {plan.name}{' (default)' if i == 0 else ''}: {plan.num_steps} AR steps, "
+                       f"{format_flops(cost.total_flops)} per image")
 
 
 # ---------------------------------------------------------------------------------------------------
