@@ -5,18 +5,19 @@ of a posterior sample and a small KL weight, then sets scale_factor = 1 / std of
 latents (posterior samples). Stage 2 trains MAR (gtr.tiny.model.tiny_config) on tokens = posterior
 samples x scale_factor, drawn afresh every step from the cached posterior moments (as the official
 training with cached latents), with the objective of gtr.tiny.training.mar_loss: AdamW with warmup
-and cosine decay, EMA weights; 10% of the diffusion rows at t = 999. Stage 3 ("polish") starts
-from the EMA weights, freezes the backbone and trains only the diffusion MLP for a few hundred
-low-LR steps, with inflated-noise rows at t >= 900 (see gtr.tiny.training.sample_noise_scales);
-its EMA weights are shipped. Finally a quick mar-64 class-accuracy check with the shipped digit
+and cosine decay, EMA weights; 10% of the diffusion rows at t = 999. Stage 3 ("head") freezes the
+EMA backbone, caches its conditions z for a few passes over the training set, and trains a fresh
+diffusion MLP on them: identity init (eps_hat = x_t exact, gtr.tiny.training.init_identity_head)
+and the eps MSE at t = 999 weighted 1e5 (gtr.tiny.training.head_loss), so the first step of a
+short diffusion chain is precise; EMA weights of backbone + new head are shipped. Finally a quick mar-64 class-accuracy check with the shipped digit
 classifier picks default_cfg among --cfg-check values (seeds 1000+, not those of reported numbers).
 
 Writes, each atomically: vae_tiny.safetensors, mar_tiny.safetensors (EMA, official MAR key names),
 mar_tiny.json (config + training metadata). Reproducible for a seed and thread count:
 
-    python tools/train_tiny.py --seed 0 [--vae-steps N] [--mar-steps N] [--polish-steps N] [--out DIR]
+    python tools/train_tiny.py --seed 0 [--vae-steps N] [--mar-steps N] [--head-steps N] [--out DIR]
 
-All randomness comes from torch generators seeded from --seed (VAE: seed, MAR: seed + 1, polish:
+All randomness comes from torch generators seeded from --seed (VAE: seed, MAR: seed + 1, head:
 seed + 2), so `--vae-from DIR` (reuse a trained VAE) and `--mar-from DIR` (reuse a finished MAR
 stage) reproduce the later stages of a full run. About 40 minutes on 2 otherwise idle CPU cores.
 """
@@ -148,69 +149,71 @@ def train_mar(config, mean, logvar, labels, steps: int, batch_size: int, lr: flo
     return model, ema.state_dict(), {**avg.get(), "seconds": time.time() - t0}
 
 
-def polish_head(model, ema_sd, mean, logvar, labels, steps: int, batch_size: int, lr: float, seed: int,
-                top_t_prob: float, inflate_prob: float = 0.0, inflate_max: float = 30.0, ema_decay: float = 0.999,
-                log=print, log_every: int = 50):
-    """Stage 3: from the EMA weights, train only the diffusion MLP (backbone frozen) with a falling LR.
+@torch.no_grad()
+def condition_cache(model, mean, logvar, labels, reps: int, seed: int, batch_size: int = 64):
+    """Rows (x0 [N,c], z [N,D]) for the head stage, from the frozen backbone: `reps` passes over the
+    training set, each batch with fresh posterior tokens and the MAR objective's draws (mask ratio,
+    random order, label drop 0.1). The head sees exactly the conditions the backbone makes."""
+    gen = torch.Generator().manual_seed(seed)
+    scale = model.config.vae.scale_factor
+    xs, zs = [], []
+    for _ in range(reps):
+        perm = torch.randperm(len(mean), generator=gen)
+        for i in range(0, len(mean) - batch_size + 1, batch_size):
+            idx = perm[i:i + batch_size]
+            tokens = tokens_from_moments(mean[idx], logvar[idx], scale, torch.randn(mean[idx].shape, generator=gen))
+            B, L, c = tokens.shape
+            n = min(L, max(1, math.ceil(L * T.sample_mask_ratio(gen))))
+            orders = torch.argsort(torch.rand(B, L, generator=gen), dim=1)
+            known, pred = orders[:, :L - n].sort(1).values, orders[:, L - n:].sort(1).values
+            drop = torch.rand(B, generator=gen) < 0.1
+            class_ids = torch.where(drop, torch.full_like(labels[idx], model.config.num_classes), labels[idx])
+            z = model(torch.gather(tokens, 1, known[:, :, None].expand(B, L - n, c)), known, class_ids, pred)
+            xs.append(torch.gather(tokens, 1, pred[:, :, None].expand(B, n, c)).reshape(-1, c))
+            zs.append(z.reshape(-1, z.shape[-1]))
+    return torch.cat(xs), torch.cat(zs)
 
-    The head's precision at t = 999 decides whether sampling works at all (see
-    gtr.tiny.training.sample_timesteps); that precision comes late, at small learning rates, so this
-    short low-LR stage on the frozen backbone's conditions buys it cheaply (no backbone backward).
+
+def train_head(model, x0, z, steps: int, batch_rows: int, lr: float, seed: int, top_t_prob: float,
+               top_weight: float, ema_decay: float = 0.999, log=print, log_every: int = 250):
+    """Stage 3: a fresh diffusion MLP (identity init) trained on the frozen backbone's conditions.
+
+    The head's eps precision at t = 999 decides whether short diffusion chains work at all; see
+    gtr.tiny.training.init_identity_head and head_loss. Returns (EMA head state dict, stats, init).
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model.load_state_dict(ema_sd)
-    head = model.diffloss.net
-    for name, p in model.named_parameters():
-        p.requires_grad_(name.startswith("diffloss."))
+    net = model.diffloss.net
+    T.init_head_weights(net)
+    init = T.init_identity_head(net, seed=seed)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in net.parameters():
+        p.requires_grad_(True)
     sched = T.DiffusionSchedule(model.config.num_timesteps)
-    opt = torch.optim.AdamW([p for p in head.parameters()], lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
-    ema = T.EMA(model, ema_decay)
-    scale = model.config.vae.scale_factor
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    ema = T.EMA(net, ema_decay)
     avg, t0 = _Avg(), time.time()
-    batches = _batches(len(mean), batch_size, gen)
-    model.train()
+    net.train()
     for step in range(steps):
         T.set_lr(opt, T.lr_at(step, steps, lr, warmup=max(1, steps // 20), min_ratio=0.0))
-        idx = next(batches)
-        tokens = tokens_from_moments(mean[idx], logvar[idx], scale, torch.randn(mean[idx].shape, generator=gen))
-        loss, stats = T.mar_loss(model, sched, tokens, labels[idx], gen, top_t_prob=top_t_prob,
-                                 freeze_backbone=True, inflate_prob=inflate_prob, inflate_max=inflate_max)
+        idx = torch.randint(0, len(x0), (batch_rows,), generator=gen)
+        loss, stats = T.head_loss(net, sched, x0[idx], z[idx], gen, top_t_prob, top_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        ema.update(model)
-        stats.pop("known")
-        avg.add(stats)
+        ema.update(net)
+        avg.add({k: v for k, v in stats.items() if v == v})  # top_mse is nan in a batch without t = 999
         if (step + 1) % log_every == 0 or step + 1 == steps:
             s = avg.get()
-            log(f"polish {step + 1}/{steps} loss {s['loss']:.4f} mse {s['mse']:.4f} vb {s['vb']:.4f} "
-                f"lr {opt.param_groups[0]['lr']:.2e} ({time.time() - t0:.0f}s)")
+            log(f"head {step + 1}/{steps} loss {s['loss']:.4f} mse {s['mse']:.4f} vb {s['vb']:.4f} "
+                f"t999 mse {s.get('top_mse', float('nan')):.2e} lr {opt.param_groups[0]['lr']:.2e} "
+                f"({time.time() - t0:.0f}s)")
     for p in model.parameters():
         p.requires_grad_(True)
-    model.eval()
-    return model, ema.state_dict(), {**avg.get(), "seconds": time.time() - t0}
-
-
-@torch.no_grad()
-def head_precision(model, mean, logvar, labels, seed: int = 123, n_images: int = 64, t: int = 999) -> dict:
-    """RMS and max |eps_hat - eps| of the head at timestep t on training tokens (K = L/2 known)."""
-    gen = torch.Generator().manual_seed(seed)
-    sched = T.DiffusionSchedule(model.config.num_timesteps)
-    idx = torch.arange(min(n_images, len(mean)))
-    tokens = tokens_from_moments(mean[idx], logvar[idx], model.config.vae.scale_factor,
-                                 torch.randn(mean[idx].shape, generator=gen))
-    B, L, c = tokens.shape
-    K = L // 2
-    orders = torch.argsort(torch.rand(B, L, generator=gen), dim=1)
-    known, pred = orders[:, :K].sort(1).values, orders[:, K:].sort(1).values
-    z = model(torch.gather(tokens, 1, known[:, :, None].expand(B, K, c)), known, labels[idx], pred)
-    x0 = torch.gather(tokens, 1, pred[:, :, None].expand(B, L - K, c)).reshape(-1, c)
-    tt = torch.full((x0.shape[0],), t)
-    noise = torch.randn(x0.shape, generator=gen)
-    x_t = sched.sqrt_ac[tt][:, None] * x0 + sched.sqrt_1m_ac[tt][:, None] * noise
-    err = model.diffloss.net(x_t, tt, z.reshape(-1, z.shape[-1]))[:, :c] - noise
-    return {"t": t, "eps_rms_error": float(err.pow(2).mean().sqrt()), "eps_max_error": float(err.abs().max())}
+    net.load_state_dict(ema.state_dict())
+    net.eval()
+    return ema.state_dict(), {**avg.get(), "seconds": time.time() - t0}, init
 
 
 def evaluate(model, vae, cfg: float, per_class: int, seed: int, plan_name: str = "mar-64", batch: int = 50,
@@ -233,8 +236,8 @@ def evaluate(model, vae, cfg: float, per_class: int, seed: int, plan_name: str =
 
 
 TRAINING_FLAGS = ("seed", "threads", "vae_steps", "vae_batch", "vae_lr", "kl_weight", "mar_steps", "mar_batch",
-                  "mar_lr", "weight_decay", "ema", "lr_min_ratio", "top_t_prob", "polish_steps", "polish_lr",
-                  "polish_top_t_prob", "polish_inflate_prob", "polish_inflate_max")
+                  "mar_lr", "weight_decay", "ema", "lr_min_ratio", "top_t_prob", "head_steps", "head_batch", "head_lr",
+                  "head_top_t_prob", "head_top_weight", "head_cache_reps")
 
 
 def reproduce_command(args) -> str:
@@ -254,7 +257,7 @@ def main(argv=None) -> int:
     ap.add_argument("--vae-lr", type=float, default=2e-3)
     ap.add_argument("--kl-weight", type=float, default=1e-3)
     ap.add_argument("--vae-from", default=None, help="reuse the VAE in this folder (skips stage 1)")
-    ap.add_argument("--mar-from", default=None, help="reuse the stage-2 MAR weights in this folder (before polish)")
+    ap.add_argument("--mar-from", default=None, help="reuse the stage-2 MAR weights in this folder (before the head stage)")
     ap.add_argument("--mar-steps", type=int, default=1600)
     ap.add_argument("--mar-batch", type=int, default=64)
     ap.add_argument("--mar-lr", type=float, default=1e-3)
@@ -263,12 +266,14 @@ def main(argv=None) -> int:
     ap.add_argument("--lr-min-ratio", type=float, default=0.01, help="final MAR lr as a fraction of --mar-lr")
     ap.add_argument("--top-t-prob", type=float, default=0.1,
                     help="probability that a diffusion row is trained at t = 999 (0 = uniform t, the official objective)")
-    ap.add_argument("--polish-steps", type=int, default=600, help="stage 3: head-only steps on the frozen backbone")
-    ap.add_argument("--polish-lr", type=float, default=3e-4)
-    ap.add_argument("--polish-top-t-prob", type=float, default=0.1)
-    ap.add_argument("--polish-inflate-prob", type=float, default=0.5,
-                    help="polish: probability that a row with t >= 900 gets inflated noise")
-    ap.add_argument("--polish-inflate-max", type=float, default=30.0)
+    ap.add_argument("--head-steps", type=int, default=3000,
+                    help="stage 3: steps of the fresh identity-init head on the frozen backbone (0 = skip)")
+    ap.add_argument("--head-batch", type=int, default=2048, help="stage 3: diffusion rows per step")
+    ap.add_argument("--head-lr", type=float, default=1e-3)
+    ap.add_argument("--head-top-t-prob", type=float, default=0.1, help="stage 3: fraction of rows at t = 999")
+    ap.add_argument("--head-top-weight", type=float, default=1e5, help="stage 3: eps-MSE weight of the t = 999 rows")
+    ap.add_argument("--head-cache-reps", type=int, default=6,
+                    help="stage 3: passes over the training set whose backbone conditions the head trains on")
     ap.add_argument("--cfg", type=float, default=None, help="default_cfg to record (else the cfg check picks it)")
     ap.add_argument("--cfg-check", default="2.0,3.0,4.0", help="cfg values tried with mar-64 ('' to skip)")
     ap.add_argument("--cfg-check-per-class", type=int, default=10)
@@ -347,7 +352,7 @@ def main(argv=None) -> int:
         write(ema_sd, step)
         print(f"  checkpoint at step {step} -> {out / MAR_FILE}")
 
-    if args.mar_from:  # reuse a finished stage 2 (same flags), e.g. to add or redo the polish stage
+    if args.mar_from:  # reuse a finished stage 2 (same flags), e.g. to redo the head stage (it starts a fresh head)
         from gtr.models.checkpoint import read_file
         prev = json.loads((Path(args.mar_from) / JSON_FILE).read_text())["training"]["mar"]
         if prev.get("steps_done") != args.mar_steps or "final" not in prev:
@@ -364,28 +369,31 @@ def main(argv=None) -> int:
                                              checkpoint=checkpoint, checkpoint_every=args.checkpoint_every)
     extra = {"final": {k: round(v, 6) for k, v in mar_stats.items()}}
     model.load_state_dict(ema_sd)
-    extra["head_t999_after_mar"] = head_precision(model.eval(), mean, logvar, labels)
-    print(f"head at t=999 (EMA): {extra['head_t999_after_mar']}")
+    model.eval()
 
-    # ---- stage 3: head polish (backbone frozen) ----
-    if args.polish_steps > 0:
+    # ---- stage 3: a fresh head on the frozen backbone ----
+    if args.head_steps > 0:
         write(ema_sd, args.mar_steps, extra)
-        model, ema_sd, polish_stats = polish_head(model, ema_sd, mean, logvar, labels, args.polish_steps,
-                                                  args.mar_batch, args.polish_lr, args.seed + 2,
-                                                  args.polish_top_t_prob, args.polish_inflate_prob,
-                                                  args.polish_inflate_max, args.ema)
-        model.load_state_dict(ema_sd)
-        extra["polish"] = {"steps": args.polish_steps, "batch": args.mar_batch, "lr": args.polish_lr,
-                           "schedule": "linear warmup, cosine to 0", "seed": args.seed + 2,
-                           "top_t_prob": args.polish_top_t_prob, "trains": "diffloss.net only (backbone frozen)",
-                           "noise_inflation": {"prob": args.polish_inflate_prob, "max_scale": args.polish_inflate_max,
-                                               "t_min": 900},
-                           "final": {k: round(v, 6) for k, v in polish_stats.items()}}
-        extra["head_t999_after_polish"] = head_precision(model.eval(), mean, logvar, labels)
-        print(f"head at t=999 after polish (EMA): {extra['head_t999_after_polish']}")
+        sched = T.DiffusionSchedule(config.num_timesteps)
+        x0, z = condition_cache(model, mean, logvar, labels, args.head_cache_reps, seed=args.seed + 2)
+        held = 8192  # rows held out of head training, for the eps-error report
+        extra["eps_rms_error_stage2"] = T.eps_errors(model.diffloss.net, sched, x0[-held:], z[-held:])
+        print(f"stage-2 head eps RMS error by t: {extra['eps_rms_error_stage2']}")
+        _, head_stats, init = train_head(model, x0[:-held], z[:-held], args.head_steps, args.head_batch,
+                                               args.head_lr, args.seed + 2, args.head_top_t_prob,
+                                               args.head_top_weight, args.ema)
+        extra["eps_rms_error"] = T.eps_errors(model.diffloss.net, sched, x0[-held:], z[-held:])
+        print(f"head eps RMS error by t: {extra['eps_rms_error']}")
+        extra["head"] = {"steps": args.head_steps, "batch_rows": args.head_batch, "lr": args.head_lr,
+                         "schedule": "linear warmup, cosine to 0", "seed": args.seed + 2, "ema": args.ema,
+                         "init": {"identity": init}, "top_t_prob": args.head_top_t_prob,
+                         "top_weight": args.head_top_weight, "cache_rows": len(x0) - held,
+                         "cache_reps": args.head_cache_reps, "trains": "diffloss.net only (backbone frozen, fresh head)",
+                         "final": {k: round(v, 6) for k, v in head_stats.items()}}
+        ema_sd = {k: v.clone() for k, v in model.state_dict().items()}
     total = time.time() - t_start
     stage_seconds = {"vae": vae_info.get("final", {}).get("seconds", 0.0), "mar": mar_stats["seconds"],
-                     "polish": extra.get("polish", {}).get("final", {}).get("seconds", 0.0)}
+                     "head": extra.get("head", {}).get("final", {}).get("seconds", 0.0)}
     extra["stage_seconds"] = {k: round(v, 1) for k, v in stage_seconds.items()}
     extra["total_training_seconds"] = round(sum(stage_seconds.values()), 1)  # the three stages' loops
     extra["this_process_seconds"] = round(total, 1)
