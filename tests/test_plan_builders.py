@@ -297,7 +297,9 @@ def test_replace_validates():
 
 # ---------------------------------------------------------------- JSON
 
-@pytest.mark.parametrize("name,kw", [("gtr", dict(cfg=3.2)), ("mar-64", {}), ("gtr-32", dict(fts=False))])
+@pytest.mark.parametrize("name,kw", [("gtr", dict(cfg=3.2)), ("mar-64", {}), ("gtr-32", dict(fts=False)),
+                                     ("gtr", dict(fts_select="random", order="raster")),
+                                     ("mar-16", dict(diffusion_steps=50, diffusion_steps_min=5))])
 def test_json_round_trip(name, kw):
     plan = build_plan(name, (16, 16), **kw)
     text = plan.to_json()
@@ -410,3 +412,46 @@ def test_step_noise_shapes_and_token_dim():
     assert [(x.shape, n.shape) for x, n in out] == [((6, 16), (49, 6, 16)), ((42, 16), (19, 42, 16))]
     x, n = src.group_noise(2, 1, token_dim=4)
     assert x.shape == (2, 4) and n.shape == (0, 2, 4)
+
+
+# ---------------------------------------------------------------- ablation plans (gtr-eval --suite paper)
+
+def test_mar_step_annealing():
+    plan = build_plan("mar-64", (8, 8), diffusion_steps=50, diffusion_steps_min=5)
+    Ts = [s.groups[0].T for s in plan.steps]
+    assert Ts[0] == 50 and Ts[-1] == 5 and all(a >= b for a, b in zip(Ts, Ts[1:]))
+    assert plan.params["diffusion_steps_min"] == 5
+    base = build_plan("mar-64", (8, 8))
+    assert [s.predict for s in plan.steps] == [s.predict for s in base.steps]
+    with pytest.raises(PlanError, match="diffusion_steps_min"):
+        build_plan("mar-64", (8, 8), diffusion_steps_min=0)
+
+
+@pytest.mark.parametrize("order", ["random", "raster"])
+def test_gtr_order_ablations_keep_the_budget(order):
+    """Same AR steps, counts and groups as GtR; only where the positions come from changes."""
+    gtr = build_plan("gtr", (8, 8), cfg=2.0)
+    plan = build_plan("gtr", (8, 8), cfg=2.0, order=order)
+    key = lambda p: [(s.known_before, s.predict, s.groups, s.cfg_count) for s in p.steps]  # noqa: E731
+    assert key(plan) == key(gtr)
+    if order == "random":
+        assert plan.stages == (tuple(range(64)),)
+    else:  # raster: step s predicts exactly the next positions in raster order
+        assert len(plan.stages) == plan.num_steps
+        flat = [p for st in plan.stages for p in st]
+        assert flat == list(range(64))
+        assert [len(st) for st in plan.stages] == [s.predict for s in plan.steps]
+    with pytest.raises(PlanError, match="order"):
+        build_plan("gtr", (8, 8), order="spiral")
+
+
+def test_fts_select_is_validated_and_kept():
+    plan = build_plan("gtr", (8, 8), fts_select="low")
+    assert plan.fts_select == "low" and plan.params["fts_select"] == "low"
+    assert build_plan("gtr", (8, 8)).fts_select == "high"
+    with pytest.raises(PlanError, match="fts_select"):
+        build_plan("gtr", (8, 8), fts_select="middle")
+    # a plan JSON written before fts_select existed reads as "high"
+    d = build_plan("gtr", (8, 8)).to_dict()
+    del d["fts_select"]
+    assert SamplingPlan.from_dict(d).fts_select == "high"

@@ -99,3 +99,19 @@ def test_split_edges_and_partition():
                 assert s[top[b]].min() >= s[rest[b]].max()
     with pytest.raises(ValueError):
         fts_split(z, 11)
+
+
+def test_split_low_and_random_selection():
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((3, 10, 16))
+    scores = fts_scores(z)
+    low, _ = fts_split(z, 3, select="low")
+    np.testing.assert_array_equal(low, np.sort(np.argsort(scores, axis=1, kind="stable")[:, :3], axis=1))
+    r = rng.random((3, 10))
+    top, rest = fts_split(z, 3, select="random", random_scores=r)
+    np.testing.assert_array_equal(top, np.sort(np.argsort(-r, axis=1, kind="stable")[:, :3], axis=1))
+    assert sorted(np.concatenate([top[0], rest[0]]).tolist()) == list(range(10))
+    with pytest.raises(ValueError, match="random_scores"):
+        fts_split(z, 3, select="random")
+    with pytest.raises(ValueError, match="unknown"):
+        fts_split(z, 3, select="middle")

@@ -95,6 +95,19 @@ def test_fts_groups_follow_scores(models):
     np.testing.assert_array_equal(z_top, z_step[0][expected])
 
 
+def test_random_fts_selection_draws_from_the_run_seed(models):
+    """fts_select='random': deterministic per seed, and a different split than the FTS ranking."""
+    mar, vae = models
+    from gtr.runtime.sampler import sample
+    plan = build_plan("gtr", grid=(8, 8), cfg=2.0)
+    rand = plan.replace(fts_select="random")
+    run = lambda p: sample(TorchComponents(mar), p, [1, 2], 3, token_dim=4, num_classes=10, decode=False)  # noqa: E731
+    a, b, high = run(rand), run(rand), run(plan)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_array_equal(a.orders, high.orders)  # the orders are drawn first, unchanged
+    assert not np.allclose(a.tokens, high.tokens)
+
+
 def test_bad_class_is_refused(models):
     mar, vae = models
     with pytest.raises(ValueError, match="out of range"):

@@ -56,7 +56,10 @@ def _flops_key(rows) -> str:
 
 def quality_cost_plot(rows: list[dict], path, title: str | None = None,
                       xlabel: str | None = None) -> None:
-    """Two panels, class accuracy and Frechet distance against FLOPs, one labelled point per plan."""
+    """Two panels, class accuracy and Frechet distance against FLOPs, one labelled point per plan.
+
+    Rows with a "family" key are joined by a line per family (in FLOP order): a frontier per method.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -68,7 +71,17 @@ def quality_cost_plot(rows: list[dict], path, title: str | None = None,
                                  ("class accuracy (higher is better)", "Frechet distance (lower is better)")):
         pts = [(xi, r.get(metric), r["plan"]) for xi, r in zip(x, rows)
                if r.get(metric) is not None and math.isfinite(r[metric])]
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], zorder=3)
+        families = {}
+        for xi, r in zip(x, rows):
+            if r.get("family") and r.get(metric) is not None and math.isfinite(r[metric]):
+                families.setdefault(r["family"], []).append((xi, r[metric]))
+        for family, line in families.items():
+            line.sort()
+            if len(line) > 1:
+                ax.plot([p[0] for p in line], [p[1] for p in line], marker="o", label=family, zorder=2)
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="black", s=12, zorder=3)
+        if any(len(v) > 1 for v in families.values()):
+            ax.legend(fontsize=7)
         for xi, yi, name in pts:
             ax.annotate(str(name), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xlabel(xlabel or ("TFLOPs" if key == "tflops" else "GFLOPs"))

@@ -55,15 +55,29 @@ def mask_schedule(L: int, num_steps: int) -> list[int]:
     return counts
 
 
-def mar_plan(grid=(16, 16), num_steps=64, diffusion_steps=100, cfg=1.0, cfg_schedule="linear",
-             temperature=1.0) -> SamplingPlan:
-    """Official MAR sampling: one stage with every position, cosine mask schedule, one T."""
+def mar_plan(grid=(16, 16), num_steps=64, diffusion_steps=100, diffusion_steps_min=None, cfg=1.0,
+             cfg_schedule="linear", temperature=1.0) -> SamplingPlan:
+    """Official MAR sampling: one stage with every position, cosine mask schedule, one T.
+
+    With `diffusion_steps_min`, T falls linearly from `diffusion_steps` at the first AR step to
+    `diffusion_steps_min` at the last (step annealing in the style of DiSA, a training-free MAR
+    accelerator; rounded as the GtR generation stage, gtr-spec §4.4).
+    """
     h, w = _grid(grid)
     L = h * w
     counts = mask_schedule(L, int(num_steps))
-    groups = [(Group("all", n, int(diffusion_steps)),) for n in counts]
+    if diffusion_steps_min is None:
+        Ts = [int(diffusion_steps)] * len(counts)
+    else:
+        for name, t in (("diffusion_steps", diffusion_steps), ("diffusion_steps_min", diffusion_steps_min)):
+            if int(t) != t or t < 1:
+                raise PlanError(f"mar plan: {name} must be an integer >= 1, got {t}")
+        Ts = generation_Ts(len(counts), int(diffusion_steps), int(diffusion_steps_min))
+    groups = [(Group("all", n, T),) for n, T in zip(counts, Ts)]
     params = dict(builder="mar", grid=[h, w], num_steps=num_steps, diffusion_steps=diffusion_steps,
                   cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature)
+    if diffusion_steps_min is not None:
+        params["diffusion_steps_min"] = diffusion_steps_min
     return SamplingPlan(name=f"mar-{num_steps}", grid=(h, w), stages=(tuple(range(L)),),
                         steps=tuple(_steps([(0, counts, groups)], L)), cfg=cfg,
                         cfg_schedule=cfg_schedule, temperature=temperature, params=params)
@@ -113,10 +127,21 @@ def generation_Ts(G: int, t_max: int, t_min: int) -> list[int]:
     return [(2 * (t_max * (G - 1 - g) + t_min * g) + (G - 1)) // (2 * (G - 1)) for g in range(G)]
 
 
+ORDERS = ("checkerboard", "random", "raster")
+
+
 def gtr_plan(grid=(16, 16), num_stages=3, stage_steps=(8, 6, 2), t_gen_max=50, t_gen_min=20, t_rec=20,
-             fts=True, fts_beta=0.10, t_detail=50, swap_first_two=False, cfg=1.0, cfg_schedule="linear",
-             temperature=1.0) -> SamplingPlan:
-    """GtR two-stage sampling: generation stages with a falling T, then a fast reconstruction stage."""
+             fts=True, fts_beta=0.10, t_detail=50, fts_select="high", order="checkerboard",
+             swap_first_two=False, cfg=1.0, cfg_schedule="linear", temperature=1.0) -> SamplingPlan:
+    """GtR two-stage sampling: generation stages with a falling T, then a fast reconstruction stage.
+
+    Ablations (the paper's, at the same AR steps, token counts and diffusion steps per step):
+    `fts_select` "low" / "random" fills the FTS groups with the lowest-scoring or random tokens;
+    `order` "random" drops the stages (every step draws from all remaining positions), "raster"
+    predicts positions in raster order (each step's positions form its own stage).
+    """
+    if order not in ORDERS:
+        raise PlanError(f"gtr plan: order must be one of {', '.join(ORDERS)}, got {order!r}")
     h, w = _grid(grid)
     L = h * w
     stages = checkerboard_partition((h, w), num_stages, swap_first_two)
@@ -152,13 +177,27 @@ def gtr_plan(grid=(16, 16), num_stages=3, stage_steps=(8, 6, 2), t_gen_max=50, t
             rec.append((Group("fts_top", k_top, int(t_detail)), Group("fts_rest", n - k_top, int(t_rec))))
     layout.append((K - 1, counts, rec))
 
+    if order != "checkerboard":  # same steps, counts and groups; only the positions change
+        counts = [n for _, cs, _ in layout for n in cs]
+        groups = [g for _, _, gs in layout for g in gs]
+        if order == "random":
+            stages, layout = (tuple(range(L)),), [(0, counts, groups)]
+        else:
+            starts = np.cumsum([0] + counts)
+            stages = tuple(tuple(range(a, b)) for a, b in zip(starts[:-1], starts[1:]))
+            layout = [(i, [n], [g]) for i, (n, g) in enumerate(zip(counts, groups))]
+
     params = dict(builder="gtr", grid=[h, w], num_stages=K, stage_steps=list(m), t_gen_max=t_gen_max,
                   t_gen_min=t_gen_min, t_rec=t_rec, fts=bool(fts), fts_beta=fts_beta, t_detail=t_detail,
                   swap_first_two=bool(swap_first_two), cfg=cfg, cfg_schedule=cfg_schedule,
                   temperature=temperature)
+    if fts_select != "high":
+        params["fts_select"] = fts_select
+    if order != "checkerboard":
+        params["order"] = order
     return SamplingPlan(name="gtr", grid=(h, w), stages=stages, steps=tuple(_steps(layout, L)), cfg=cfg,
                         cfg_schedule=cfg_schedule, temperature=temperature,
-                        fts_beta=fts_beta if fts else 0.0, params=params)
+                        fts_beta=fts_beta if fts else 0.0, fts_select=fts_select, params=params)
 
 
 # ---------------------------------------------------------------------------- presets
@@ -167,9 +206,9 @@ def gtr_plan(grid=(16, 16), num_stages=3, stage_steps=(8, 6, 2), t_gen_max=50, t
 BUILDERS: dict[str, Callable[..., SamplingPlan]] = {"mar": mar_plan, "gtr": gtr_plan}
 # Builder kwargs a caller may override (everything except grid, which build_plan takes separately).
 OVERRIDES = {
-    "mar": ("diffusion_steps", "cfg", "cfg_schedule", "temperature"),  # N is in the name: mar-N
+    "mar": ("diffusion_steps", "diffusion_steps_min", "cfg", "cfg_schedule", "temperature"),  # N in the name
     "gtr": ("num_stages", "stage_steps", "t_gen_max", "t_gen_min", "t_rec", "fts", "fts_beta", "t_detail",
-            "swap_first_two", "cfg", "cfg_schedule", "temperature"),
+            "fts_select", "order", "swap_first_two", "cfg", "cfg_schedule", "temperature"),
 }
 FILE_OVERRIDES = ("cfg", "cfg_schedule", "temperature")  # what a plan loaded from JSON may change
 

@@ -34,10 +34,13 @@ def fts_top_k(n: int, beta: float) -> int:
     return min(max(math.ceil(beta * n - 1e-9), 0), n)
 
 
-def fts_split(z_cond: np.ndarray, k_top: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split the n predicted tokens of each sample into top (k_top highest scores) and rest.
+def fts_split(z_cond: np.ndarray, k_top: int, select: str = "high",
+              random_scores: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Split the n predicted tokens of each sample into top (k_top selected) and rest.
 
     z_cond: [B, n, D], conditional-branch z with the n axis in ascending position order.
+    select: "high" (GtR: the k_top highest FTS scores), "low" (the lowest) or "random" (the k_top
+    highest of `random_scores` [B, n], drawn by the caller from the run's NoiseSource).
     Returns int64 index arrays into the n axis, top [B, k_top] and rest [B, n - k_top], each row
     sorted ascending (diffusion rows are processed in position order). Ties go to the lower index.
     """
@@ -47,7 +50,16 @@ def fts_split(z_cond: np.ndarray, k_top: int) -> tuple[np.ndarray, np.ndarray]:
     n = z_cond.shape[1]
     if not 0 <= k_top <= n:
         raise ValueError(f"k_top={k_top} outside 0..{n}")
-    scores = fts_scores(z_cond)
+    if select == "high":
+        scores = fts_scores(z_cond)
+    elif select == "low":
+        scores = -fts_scores(z_cond)
+    elif select == "random":
+        if random_scores is None or random_scores.shape != z_cond.shape[:2]:
+            raise ValueError(f"select='random' needs random_scores of shape {z_cond.shape[:2]}")
+        scores = np.asarray(random_scores, dtype=np.float64)
+    else:
+        raise ValueError(f"unknown FTS selection {select!r}")
     # Stable sort of the negated scores: descending, equal scores keep ascending index order.
     ranked = np.argsort(-scores, axis=1, kind="stable")
     top = np.sort(ranked[:, :k_top], axis=1).astype(np.int64)

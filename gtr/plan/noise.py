@@ -19,6 +19,10 @@ Drawing the T-1 normals as one [T-1, rows, D] array or as T-1 separate [rows, D]
 same values: numpy's generator consumes its bit stream sequentially, carrying any buffered half-word
 between calls (verified for PCG64 float32 normals; tests/test_plan_builders.py checks it).
 `step_noise` does 2. for a whole step.
+3. Only for plans with fts_select = "random" (an ablation): in a step with an fts_top group, before
+   that step's group noise, `selection_scores(B, n)` = `rng.random((B, n))` (float64); the k_top
+   highest of each row are the selected tokens. Other plans draw nothing here, so 1. and 2. are
+   unchanged for them.
 """
 from __future__ import annotations
 
@@ -45,6 +49,10 @@ class NoiseSource:
         x_T = self.rng.standard_normal((rows, token_dim), dtype=np.float32)
         noise = self.rng.standard_normal((T - 1, rows, token_dim), dtype=np.float32)
         return x_T, noise
+
+    def selection_scores(self, batch: int, n: int) -> np.ndarray:
+        """float64 [B, n] uniform scores for random FTS selection (draw 3 above)."""
+        return self.rng.random((batch, n))
 
     def step_noise(self, step: Step, batch: int, token_dim: int = 16) -> list[tuple[np.ndarray, np.ndarray]]:
         """group_noise for every group of a step, in group order (None for zero-size groups)."""

@@ -18,6 +18,8 @@ import numpy as np
 ROLES = ("all", "fts_top", "fts_rest")
 CFG_SCHEDULES = ("linear", "constant")
 FORMAT, VERSION = "gtr-plan", 1
+# FTS selection rules: highest score (GtR), lowest score, uniformly random (the paper's ablations).
+FTS_SELECT = ("high", "low", "random")
 
 
 class PlanError(ValueError):
@@ -78,6 +80,7 @@ class SamplingPlan:
     cfg_schedule: str = "linear"
     temperature: float = 1.0
     fts_beta: float = 0.0  # informational: the group sizes are authoritative
+    fts_select: str = "high"  # which tokens fill an fts_top group: FTS_SELECT (ablations use low/random)
     params: dict = field(default_factory=dict)  # how the plan was built (builder name and kwargs)
 
     def __post_init__(self):
@@ -108,7 +111,7 @@ class SamplingPlan:
     def __hash__(self):
         # params is a dict (unhashable); leaving it out keeps equal plans hashing equal.
         return hash((self.name, self.grid, self.stages, self.steps, self.cfg, self.cfg_schedule,
-                     self.temperature, self.fts_beta))
+                     self.temperature, self.fts_beta, self.fts_select))
 
     # ---- basic properties
 
@@ -178,6 +181,8 @@ class SamplingPlan:
             fail(f"temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.fts_beta <= 1.0:
             fail(f"fts_beta must be in [0, 1], got {self.fts_beta}")
+        if self.fts_select not in FTS_SELECT:
+            fail(f"fts_select must be one of {', '.join(FTS_SELECT)}, got {self.fts_select!r}")
 
         # steps: stages in order and contiguous, every stage has at least one step
         if not self.steps:
@@ -244,6 +249,7 @@ class SamplingPlan:
             "cfg_schedule": self.cfg_schedule,
             "temperature": self.temperature,
             "fts_beta": self.fts_beta,
+            "fts_select": self.fts_select,
             "params": self.params,
             "stages": [list(s) for s in self.stages],
             "steps": [
@@ -265,7 +271,7 @@ class SamplingPlan:
         if version > VERSION:
             raise PlanError(f"plan version {version} is newer than this toolkit reads (up to {VERSION})")
         known = {"format", "version", "name", "grid", "cfg", "cfg_schedule", "temperature", "fts_beta",
-                 "params", "stages", "steps"}
+                 "fts_select", "params", "stages", "steps"}
         unknown = sorted(set(d) - known)
         if unknown:
             raise PlanError(f"unknown plan fields: {unknown}")
@@ -277,7 +283,7 @@ class SamplingPlan:
             return cls(name=d["name"], grid=d["grid"], stages=d["stages"], steps=steps,
                        cfg=d.get("cfg", 1.0), cfg_schedule=d.get("cfg_schedule", "linear"),
                        temperature=d.get("temperature", 1.0), fts_beta=d.get("fts_beta", 0.0),
-                       params=d.get("params", {}))
+                       fts_select=d.get("fts_select", "high"), params=d.get("params", {}))
         except (KeyError, TypeError) as e:
             raise PlanError(f"malformed plan: missing or bad field {e}") from None
 

@@ -126,7 +126,8 @@ def sample(components, plan: SamplingPlan, labels, seed: int, *, token_dim: int 
         roles = [g.role for g in step.groups]
         if "fts_top" in roles:
             k_top = next(g.size for g in step.groups if g.role == "fts_top")
-            top, rest = fts_split(z_c, k_top)
+            scores = rng.selection_scores(B, n) if plan.fts_select == "random" else None
+            top, rest = fts_split(z_c, k_top, plan.fts_select, scores)
             index_of = {"fts_top": top, "fts_rest": rest}
         else:
             index_of = {"all": np.broadcast_to(np.arange(n), (B, n))}

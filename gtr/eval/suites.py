@@ -1,0 +1,54 @@
+"""Named sets of plans for gtr-eval: the GtR paper's comparisons and a quality-vs-FLOPs sweep.
+
+Each entry is (row name, preset, builder options, family). The row name becomes the plan's name, so
+rows stay distinct in tables, JSON and grids; the family groups points into one line on the plot.
+The comparisons follow the paper's tables (gtr-spec §1.2-1.3) at this project's defaults.
+"""
+from __future__ import annotations
+
+# The baselines and every ablation of the paper, at equal AR steps where the paper compares them.
+PAPER = (
+    ("mar-64", "mar-64", {}, "mar"),
+    ("mar-32", "mar-32", {}, "mar"),
+    ("mar-16", "mar-16", {}, "mar"),
+    ("mar-64-T20", "mar-64", {"diffusion_steps": 20}, "mar, 20 diffusion steps"),
+    ("mar-64-anneal", "mar-64", {"diffusion_steps": 50, "diffusion_steps_min": 5}, "step annealing 50->5"),
+    ("gtr", "gtr", {}, "gtr"),
+    ("gtr-no-fts", "gtr", {"fts": False}, "gtr ablation"),
+    ("gtr-fts-random", "gtr", {"fts_select": "random"}, "gtr ablation"),
+    ("gtr-fts-low", "gtr", {"fts_select": "low"}, "gtr ablation"),
+    ("gtr-fts-all", "gtr", {"fts": False, "t_rec": 50}, "gtr ablation"),
+    ("gtr-uniform-T", "gtr", {"fts": False, "t_gen_max": 100, "t_gen_min": 100, "t_rec": 100}, "gtr ablation"),
+    ("gtr-order-random", "gtr", {"order": "random"}, "order at equal budget"),
+    ("gtr-order-raster", "gtr", {"order": "raster"}, "order at equal budget"),
+)
+
+# Quality against FLOPs: MAR at fewer AR steps, GtR at fewer and more AR steps.
+SWEEP = (
+    ("mar-64", "mar-64", {}, "mar"),
+    ("mar-32", "mar-32", {}, "mar"),
+    ("mar-16", "mar-16", {}, "mar"),
+    ("mar-8", "mar-8", {}, "mar"),
+    ("mar-4", "mar-4", {}, "mar"),
+    ("mar-64-anneal", "mar-64", {"diffusion_steps": 50, "diffusion_steps_min": 5}, "step annealing 50->5"),
+    ("mar-16-anneal", "mar-16", {"diffusion_steps": 50, "diffusion_steps_min": 5}, "step annealing 50->5"),
+    ("gtr-4", "gtr", {"stage_steps": (2, 1, 1)}, "gtr"),
+    ("gtr-8", "gtr", {"stage_steps": (4, 3, 1)}, "gtr"),
+    ("gtr", "gtr", {}, "gtr"),
+    ("gtr-32", "gtr-32", {}, "gtr"),
+)
+
+SUITES = {"paper": PAPER, "sweep": SWEEP}
+
+
+def suite_plans(name: str, grid, cfg: float, temperature: float | None = None):
+    """[(plan, family)] for a named suite, every plan at the same cfg (and temperature if given)."""
+    from gtr.plan import build_plan
+
+    if name not in SUITES:
+        raise ValueError(f"unknown suite {name!r}: use one of {', '.join(SUITES)}")
+    out = []
+    for row, preset, options, family in SUITES[name]:
+        plan = build_plan(preset, grid=grid, cfg=cfg, temperature=temperature, **options)
+        out.append((plan.replace(name=row), family))
+    return out
