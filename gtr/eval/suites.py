@@ -35,7 +35,7 @@ SWEEP = (
     ("gtr-4", "gtr", {"stage_steps": (2, 1, 1)}, "gtr"),
     ("gtr-8", "gtr", {"stage_steps": (4, 3, 1)}, "gtr"),
     ("gtr", "gtr", {}, "gtr"),
-    ("gtr-32", "gtr-32", {}, "gtr"),
+    ("gtr-24", "gtr", {"stage_steps": (16, 6, 2)}, "gtr"),
 )
 
 SUITES = {"paper": PAPER, "sweep": SWEEP}
