@@ -9,6 +9,13 @@ import dataclasses
 from dataclasses import dataclass, field
 
 
+class ConfigError(KeyError):
+    """An unknown model name (a KeyError, so existing `except KeyError` callers keep working)."""
+
+    def __str__(self):  # KeyError's str() quotes its message
+        return str(self.args[0]) if self.args else ""
+
+
 @dataclass(frozen=True)
 class VAEConfig:
     """KL autoencoder (the KL-16 structure of mar-spec.md §2, with free channel counts)."""
@@ -129,4 +136,4 @@ def get_config(name: str) -> MARConfig:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(set(REGISTRY) | set(_LAZY)))}") from None
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(set(REGISTRY) | set(_LAZY)))}") from None

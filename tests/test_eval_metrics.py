@@ -7,6 +7,7 @@ from PIL import Image
 from gtr.eval.metrics import (class_accuracy, evaluate_images, feature_stats, frechet_distance,
                               reference_stats)
 from gtr.eval.report import class_grid_png, format_table, quality_cost_plot, write_json
+from gtr.plan import build_plan
 
 # ---------------------------------------------------------------- metrics (pure numpy)
 
@@ -76,10 +77,14 @@ def ref(clf):
     return reference_stats(clf)
 
 
-def test_shipped_classifier_metadata():
-    from gtr.eval.classifier import DEFAULT_PATH, load_classifier_info
+def test_shipped_classifier_does_what_its_metadata_says(clf, heldout):
+    """The JSON's held-out accuracy and architecture are what the shipped weights measure and are."""
+    from gtr.eval.classifier import DEFAULT_PATH, embed, load_classifier_info
     info = load_classifier_info()
-    assert info["heldout_accuracy"] >= 0.97 and info["arch"]["num_classes"] == 10
+    x, y = heldout
+    logits, feats = embed(clf, x)
+    assert class_accuracy(logits, y) == pytest.approx(info["heldout_accuracy"], abs=1e-6)  # stored to 6 digits
+    assert logits.shape[1] == info["arch"]["num_classes"] and feats.shape[1] == info["arch"]["feature_dim"]
     assert DEFAULT_PATH.stat().st_size < 400_000
 
 
@@ -109,6 +114,39 @@ def test_frechet_detects_degraded_images(clf, heldout, ref):
     f_train = evaluate_images(xt[:len(x)], yt[:len(x)], clf, ref)["frechet"]
     assert 0 < f_train < f_noisy / 3 and f_train < f_shift / 5
     assert evaluate_images(x, (y + 1) % 10, clf, ref)["accuracy"] < 0.05
+
+
+def test_gtr_eval_scores_with_evaluate_images(heldout, monkeypatch):
+    """gtr-eval's evaluate_plans scores its samples with the tested evaluate_images, not a copy."""
+    from gtr.configs import get_config
+    from gtr.eval import metrics
+    from gtr.eval.run import evaluate_plans
+    config = get_config("mar-tiny")
+    x, y = heldout
+    per_class = 3
+    images = np.concatenate([x[y == c][:per_class] for c in range(10)])  # in gtr-eval's label order
+    served = []
+
+    class RealDigits:  # sampler components whose decoder returns held-out digits of the asked classes
+        def backbone(self, tokens, positions, class_ids, pred):
+            return np.zeros((len(tokens), pred.shape[1], config.decoder_embed_dim), np.float32)
+
+        def head_step(self, x, t, z, coef, w, noise):
+            return x
+
+        def decode(self, tokens):
+            start = sum(len(s) for s in served)
+            served.append(images[start:start + len(tokens)])
+            return served[-1]
+
+    calls = []
+    real = metrics.evaluate_images
+    monkeypatch.setattr(metrics, "evaluate_images", lambda *a, **k: calls.append(a) or real(*a, **k))
+    plan = build_plan("mar-4", config.grid, diffusion_steps=2)
+    [row] = evaluate_plans(RealDigits(), [plan], config, per_class, batch=10, log=lambda s: None)
+    assert len(calls) == 1 and np.array_equal(calls[0][0], images)
+    expect = real(images, np.repeat(np.arange(10), per_class), calls[0][2], calls[0][3])
+    assert row["accuracy"] == expect["accuracy"] >= 0.9 and row["frechet"] == expect["frechet"]
 
 
 def test_train_save_load_round_trip(tmp_path, heldout):

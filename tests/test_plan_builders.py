@@ -260,7 +260,7 @@ def test_validation_plan_level(kw, message):
     (1, dict(known_before=0), "step 1: known_before = 0, expected the running sum 1"),
     (0, dict(groups=(Group("all", 2, 5),)), "step 0: group sizes sum to 2, predict is 1"),
     (2, dict(groups=(Group("fts_top", -1, 7), Group("fts_rest", 3, 3))), "step 2: group size must be >= 0"),
-    (0, dict(groups=(Group("all", 1, 0),)), "step 0: group T must be >= 1"),
+    (0, dict(groups=(Group("all", 1, 0),)), "step 0: group T must be in 1..1000"),
     (0, dict(groups=(Group("detail", 1, 5),)), "step 0: unknown group role 'detail'"),
     (2, dict(groups=(Group("all", 1, 7), Group("fts_rest", 1, 3))), "role 'all' must be the only group"),
     (2, dict(groups=(Group("fts_rest", 1, 7), Group("fts_top", 1, 3))), "fts_top then fts_rest"),
@@ -405,11 +405,11 @@ def test_noise_source_draw_order_and_determinism():
     assert not np.array_equal(NoiseSource(8).group_noise(5, 4)[0], NoiseSource(7).group_noise(5, 4)[0])
 
 
-def test_step_noise_shapes_and_token_dim():
+def test_group_noise_shapes_and_token_dim():
+    # The draws of sample() itself are replayed by hand in tests/test_sampler_contract.py.
     src = NoiseSource(1)
-    plan = build_plan("gtr", (8, 8))
-    out = src.step_noise(plan.steps[14], batch=3)
-    assert [(x.shape, n.shape) for x, n in out] == [((6, 16), (49, 6, 16)), ((42, 16), (19, 42, 16))]
+    x, n = src.group_noise(6, 50, token_dim=4)
+    assert x.shape == (6, 4) and n.shape == (49, 6, 4)
     x, n = src.group_noise(2, 1, token_dim=4)
     assert x.shape == (2, 4) and n.shape == (0, 2, 4)
 
@@ -443,6 +443,12 @@ def test_gtr_order_ablations_keep_the_budget(order):
         assert [len(st) for st in plan.stages] == [s.predict for s in plan.steps]
     with pytest.raises(PlanError, match="order"):
         build_plan("gtr", (8, 8), order="spiral")
+
+
+def test_diffusion_steps_beyond_the_base_process_are_refused():
+    with pytest.raises(PlanError, match="1..1000"):
+        build_plan("mar-16", (8, 8), diffusion_steps=2000)
+    assert build_plan("mar-16", (8, 8), diffusion_steps=1000).steps[0].groups[0].T == 1000
 
 
 def test_fts_select_is_validated_and_kept():

@@ -108,6 +108,24 @@ def test_diffuse_equals_head_step_loop(bundles, cfg):
     assert not np.allclose(bound, x)
 
 
+def test_cuda_fallback_runs_on_the_session_device(bundles, plans, reference, monkeypatch):
+    """CUDA asked for, but the sessions come up on the CPU (as onnxruntime does when CUDA cannot start):
+    the device is taken from the sessions, the fallback is reported in one line, and the IO-binding
+    head loop binds CPU memory (binding CUDA buffers to a CPU session would fail)."""
+    import gtr.runtime.onnx_backend as backend
+    real = backend.make_session
+    monkeypatch.setattr(backend, "make_session", lambda proto, ext, providers=None, threads=None:
+                        real(proto, ext, ["CPUExecutionProvider"], threads))  # a CPU-only session
+    lines = []
+    comps = OnnxComponents(bundles["fp32"], providers=["CUDAExecutionProvider", "CPUExecutionProvider"],
+                           threads=1, log=lines.append)
+    assert comps.device == "cuda"  # what was asked for, until a session exists
+    got = sample(comps, plans[0], LABELS, 0, **KW)
+    assert comps.device == "cpu" and "CPU" in comps.device_name
+    assert len(lines) == 1 and "CUDA" in lines[0] and "CPU" in lines[0]  # once, not per session
+    assert np.abs(got.tokens - reference[plans[0].name].tokens).max() <= 1e-4
+
+
 def test_cfg_graph_serves_cfg_one_without_head_nocfg(models, plans, reference, tmp_path):
     """A bundle exported with CFG plans only has no head_nocfg graph; a cfg = 1 run then uses the CFG
     graph with duplicated z and weight 1 (same result), and its sessions are created on first use."""

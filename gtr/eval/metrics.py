@@ -15,6 +15,10 @@ from __future__ import annotations
 import numpy as np
 
 
+class EvalError(ValueError):
+    """An evaluation that cannot be done as asked (e.g. a model the digit classifier cannot score)."""
+
+
 def class_accuracy(logits_or_pred, labels) -> float:
     """Fraction correct; accepts logits [N,K] (argmax taken) or predicted labels [N]."""
     p = np.asarray(logits_or_pred)
@@ -70,6 +74,7 @@ def reference_stats(classifier, size: int = 32) -> tuple[np.ndarray, np.ndarray]
 
 def evaluate_images(images, labels, classifier, reference_stats) -> dict:
     """Quality of float images [N,3,32,32] in [-1,1] generated for `labels` (None: skip accuracy).
+    gtr-eval (gtr.eval.run.evaluate_plans) scores every plan with this function.
 
     Returns dict(accuracy, frechet, n). Images are clipped to [-1,1] first, as
     post-processing would, so out-of-range decoder outputs are not penalised twice.

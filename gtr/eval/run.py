@@ -20,15 +20,15 @@ def evaluate_plans(components, plans, config, per_class: int, seed: int = 0, bat
                    log=print, progress=None) -> list[dict]:
     """One row per plan: accuracy, frechet, FLOPs, seconds per image. Images of class c, in batches of
     `batch`; batch i of a plan uses seed + i, so every plan sees the same seeds."""
-    from gtr.eval.classifier import embed, load_classifier
-    from gtr.eval.metrics import class_accuracy, feature_stats, frechet_distance, reference_stats
+    from gtr.eval import metrics
+    from gtr.eval.classifier import load_classifier
     from gtr.eval.report import class_grid_png
 
     if (config.num_classes, config.img_size) != (10, 32):
-        raise ValueError(f"gtr-eval scores digits (10 classes, 32 px) with the shipped classifier; "
-                         f"{config.name} has {config.num_classes} classes at {config.img_size} px")
+        raise metrics.EvalError(f"gtr-eval scores digits (10 classes, 32 px) with the shipped classifier; "
+                                f"{config.name} has {config.num_classes} classes at {config.img_size} px")
     classifier = load_classifier()
-    ref_mu, ref_sigma = reference_stats(classifier)
+    reference = metrics.reference_stats(classifier)
     labels = [c for c in range(config.num_classes) for _ in range(per_class)]
     rows = []
     for plan in plans:
@@ -40,11 +40,11 @@ def evaluate_plans(components, plans, config, per_class: int, seed: int = 0, bat
             if progress:
                 progress(plan.name, min(i + batch, len(labels)), len(labels))
         seconds = (time.perf_counter() - t0) / len(labels)
-        images = np.clip(np.concatenate(images), -1, 1)
-        logits, features = embed(classifier, images)
+        images = np.concatenate(images)
+        quality = metrics.evaluate_images(images, np.array(labels), classifier, reference)  # the tested metric
         cost = plan_cost(plan, config)
-        row = dict(plan=plan.name, gflops=cost.total_flops / 1e9, accuracy=class_accuracy(logits, np.array(labels)),
-                   frechet=frechet_distance(*feature_stats(features), ref_mu, ref_sigma), n=len(labels),
+        row = dict(plan=plan.name, gflops=cost.total_flops / 1e9, accuracy=quality["accuracy"],
+                   frechet=quality["frechet"], n=len(labels),
                    ar_steps=plan.num_steps, token_steps=plan.token_steps(), s_per_image=seconds)
         rows.append(row)
         log(f"{plan.name}: accuracy {row['accuracy']:.3f}, Frechet {row['frechet']:.1f}, "

@@ -35,9 +35,10 @@ def static_shapes(plans, batch: int) -> dict[str, list[dict]]:
 
     backbone {B, K, n} (B = 2*batch with CFG), head {r, r2} (r2 = 2r) for CFG plans, head_nocfg {r}
     for cfg == 1 plans, vae_decoder {B}. When no plan uses CFG, `head` lists the row counts of all
-    plans (it is exported anyway, for runtime CFG overrides).
+    plans (it is exported anyway, for runtime CFG overrides). The shapes come from
+    `gtr.runtime.sampler.step_calls`, the same description of each step that the sampler runs.
     """
-    from gtr.runtime.sampler import head_calls
+    from gtr.runtime.sampler import step_calls
     backbone, head, nocfg = [], [], []
 
     def add(lst, item):
@@ -45,13 +46,10 @@ def static_shapes(plans, batch: int) -> dict[str, list[dict]]:
             lst.append(item)
 
     for plan in plans:
-        reps = 2 if plan.uses_cfg else 1
-        for step in plan.steps:
-            add(backbone, {"B": reps * batch, "K": step.known_before, "n": step.predict})
-            groups = sorted((g for g in step.groups if g.size > 0), key=lambda g: -g.T)
-            calls = head_calls(tuple(g.T for g in groups), tuple(batch * g.size for g in groups),
-                               float(plan.temperature))
-            for r in sorted({c.rows for c in calls}):
+        for s in range(plan.num_steps):
+            sc = step_calls(plan, s, batch)
+            add(backbone, {"B": sc.backbone_rows, "K": sc.known, "n": sc.predict})
+            for r in sorted({c.rows for c in sc.head}):
                 add(head if plan.uses_cfg else nocfg, r)
     rows_for_head = head or nocfg
     shapes = {"backbone": backbone, "head": [{"r": r, "r2": 2 * r} for r in rows_for_head]}
@@ -165,8 +163,9 @@ def export_bundle(config, model, vae, plans, batch: int, precision: str, out_pat
             digest = _file_digest(sources[key])
             if digest:
                 checkpoints[key] = digest
+    versions = tool_versions()
     manifest = {
-        "gtr_version": tool_versions()["gtr"],
+        "gtr_version": versions["gtr"],
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "config": config.to_dict(),
         "random_weights": bool(random_weights),
@@ -179,7 +178,7 @@ def export_bundle(config, model, vae, plans, batch: int, precision: str, out_pat
         "precision_notes": PRECISION_NOTES[precision],
         "backend": "onnxruntime",
         "graphs": graphs_manifest,
-        "versions": tool_versions(),
+        "versions": versions,
         "export_seconds": None,
     }
     manifest["export_seconds"] = round(time.perf_counter() - t0, 3)

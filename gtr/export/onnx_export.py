@@ -94,13 +94,15 @@ COMPONENT = {"backbone": "backbone", "head": "head", "head_nocfg": "head", "vae_
 
 def io_specs(config) -> dict:
     """Graph inputs/outputs: (name, dtype, shape) with symbolic dims as strings."""
+    from gtr.runtime.sampler import COEF_COLUMNS
     c, D = config.token_dim, config.decoder_embed_dim
     L = config.seq_len
     H = W = config.img_size
+    ncoef = len(COEF_COLUMNS)
     head = [("x", "float32", ["r", c]), ("t", "int64", ["r"]), ("z", "float32", ["r2", D]),
-            ("coef", "float32", ["r", 7]), ("cfg_weight", "float32", ["r", 1]), ("noise", "float32", ["r", c])]
+            ("coef", "float32", ["r", ncoef]), ("cfg_weight", "float32", ["r", 1]), ("noise", "float32", ["r", c])]
     nocfg = [("x", "float32", ["r", c]), ("t", "int64", ["r"]), ("z", "float32", ["r", D]),
-             ("coef", "float32", ["r", 7]), ("cfg_weight", "float32", ["r", 1]), ("noise", "float32", ["r", c])]
+             ("coef", "float32", ["r", ncoef]), ("cfg_weight", "float32", ["r", 1]), ("noise", "float32", ["r", c])]
     return {
         "backbone": ([("tokens", "float32", ["B", "K", c]), ("positions", "int64", ["B", "K"]),
                       ("class_ids", "int64", ["B"]), ("pred_positions", "int64", ["B", "n"])],
@@ -269,14 +271,15 @@ def verify_inputs(name: str, shape: dict, config, plans, rng: np.random.Generato
                 "pred_positions": np.sort(perms[:, K:K + n], axis=1).astype(np.int64)}
     if name in ("head", "head_nocfg"):
         from gtr.plan import spaced_schedule, step_table
+        from gtr.runtime.sampler import COEF_COLUMNS
         r = shape["r"]
         Ts = sorted({T for p in plans for T in p.diffusion_Ts()}) or [100]
         T = Ts[int(rng.integers(len(Ts)))]
         k = rng.integers(0, T, r)
         k[0] = T - 1  # always include the first reverse step (t = 999: the largest coefficients)
-        coef = np.empty((r, 7), np.float32)
-        coef[:, :6] = step_table(T)[k]
-        coef[:, 6] = np.where(k > 0, 1.0, 0.0)
+        coef = np.empty((r, len(COEF_COLUMNS)), np.float32)
+        coef[:, :-1] = step_table(T)[k]
+        coef[:, -1] = np.where(k > 0, 1.0, 0.0)  # noise_scale
         cfgs = [p.cfg for p in plans] or [1.0]
         return {"x": rng.standard_normal((r, c), dtype=np.float32),
                 "t": spaced_schedule(T).timesteps[k].astype(np.int64),

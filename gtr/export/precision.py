@@ -21,8 +21,12 @@ rewrites the exported fp32 graph:
 onnxruntime CPU: the fp16 graph runs on the CPU provider. Where the CPU provider has no fp16 kernel for
 an op (on x86 this includes MatMul, Gemm and Conv), onnxruntime's InsertCastTransformer computes that
 op in fp32 from the fp16-rounded inputs and weights, so CPU results carry the fp16 rounding of weights
-and matmul inputs/outputs but fp32 accumulation, like tensor-core fp16 with fp32 accumulation. It is
-slower than fp32 on CPU: fp16 is for GPUs, the CPU run is the check.
+and matmul inputs with fp32 accumulation, like tensor-core fp16 with fp32 accumulation. The casts it
+inserts are then merged with the graph's own, so a matmul output is not limited to the fp16 range on
+the CPU: a value beyond 65504 that would be inf on a GPU stays finite. The range is therefore checked
+on onnx's reference evaluator, which computes fp16 ops in fp16 (tests/test_fp16_attention.py); that is
+why attention scales q and k before QK^T. fp16 is slower than fp32 on CPU: it is for GPUs, the CPU run
+is the check.
 
 INT8 (explicit Q/DQ from calibration data) is planned, not implemented.
 """

@@ -22,17 +22,20 @@ class CheckpointError(Exception):
 
 
 def read_file(path: str | os.PathLike) -> dict:
-    """Read a checkpoint file into a (possibly nested) dict of tensors without executing code from it."""
+    """Read a checkpoint file into a (possibly nested) dict of tensors without executing code from it.
+
+    A file that cannot be read as a checkpoint (missing, truncated, damaged, foreign) is a
+    CheckpointError, whatever the parser raised.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
         from safetensors.torch import load_file
         try:
             return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+        except Exception as e:  # noqa: BLE001 - only the parser runs here: any failure is the file's
+            raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(e)})") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -43,15 +46,21 @@ def read_file(path: str | os.PathLike) -> dict:
             f"{path}: refused to unpickle {found.group(1)} (only tensors and plain containers are loaded). "
             "Training-script checkpoints hold 'args'; extract 'model_ema' in a trusted step and save it as safetensors"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # noqa: BLE001 - damaged files make torch.load raise many types (IndexError, KeyError, ...)
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of weights, found {type(obj).__name__}")
     return obj
 
 
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
 def _is_state_dict(d) -> bool:
-    return isinstance(d, dict) and len(d) > 0 and all(isinstance(v, torch.Tensor) for v in d.values())
+    return isinstance(d, dict) and len(d) > 0 and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                      for k, v in d.items())
 
 
 def mar_state_dict(path, weights: str = "ema") -> dict[str, torch.Tensor]:
@@ -108,7 +117,11 @@ def check_keys(module: torch.nn.Module, sd: dict, what: str, hint: str = "") -> 
     unexpected = [k for k in sd if k not in own]
     mismatched = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
                   for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if not (missing or unexpected or mismatched):
+    # Weights must be real floating point (any width: load_state_dict converts); an integer, bool or
+    # complex tensor where a weight belongs means a damaged or foreign file.
+    mistyped = [f"{k} {sd[k].dtype}" for k in own
+                if k in sd and own[k].is_floating_point() and not sd[k].is_floating_point()]
+    if not (missing or unexpected or mismatched or mistyped):
         return
     def few(items):
         return ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
@@ -119,6 +132,8 @@ def check_keys(module: torch.nn.Module, sd: dict, what: str, hint: str = "") -> 
         parts.append(f"{len(unexpected)} unexpected: {few(unexpected)}")
     if mismatched:
         parts.append(f"{len(mismatched)} shape mismatches (file vs model): {few(mismatched)}")
+    if mistyped:
+        parts.append(f"{len(mistyped)} not floating point: {few(mistyped)}")
     raise CheckpointError(f"{what}: " + "; ".join(parts) + (f". {hint}" if hint else ""))
 
 

@@ -29,7 +29,10 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
         if torch.onnx.is_in_onnx_export():
             # Explicit softmax keeps the graph plain (and lets fp16 conversion keep softmax in fp32).
-            attn = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
+            # q and k are scaled by d^-1/4 each BEFORE the product: in a fp16 graph QK^T is a fp16
+            # MatMul, and unscaled it can overflow (> 65504) on real activations before any 1/sqrt(d).
+            s = q.shape[-1] ** -0.25
+            attn = (q * s) @ (k * s).transpose(-2, -1)
             out = attn.softmax(dim=-1) @ v
         else:
             out = F.scaled_dot_product_attention(q, k, v)

@@ -56,8 +56,11 @@ class AttnBlock(nn.Module):
         B, C, H, W = x.shape
         n = self.norm(x)
         q, k, v = (m(n).flatten(2) for m in (self.q, self.k, self.v))  # [B, C, N]
-        # explicit matmul/softmax rather than a fused kernel: exports to plain ONNX ops
-        att = torch.softmax(torch.matmul(q.transpose(1, 2), k) / math.sqrt(C), dim=-1)  # [B, Nq, Nk]
+        # Explicit matmul/softmax rather than a fused kernel: exports to plain ONNX ops. q and k are
+        # scaled by C^-1/4 each before the product, which is a fp16 MatMul in fp16 graphs: with 512
+        # channels an unscaled q.k overflows fp16 (> 65504) on real activations.
+        s = C ** -0.25
+        att = torch.softmax(torch.matmul((q * s).transpose(1, 2), k * s), dim=-1)  # [B, Nq, Nk]
         out = torch.matmul(v, att.transpose(1, 2))  # out[:, :, i] = sum_j att[i, j] v[:, :, j]
         return x + self.proj_out(out.reshape(B, C, H, W))
 

@@ -18,7 +18,8 @@ the same images in either, up to float error. One `NoiseSource(seed)` per sampli
 Drawing the T-1 normals as one [T-1, rows, D] array or as T-1 separate [rows, D] arrays gives the
 same values: numpy's generator consumes its bit stream sequentially, carrying any buffered half-word
 between calls (verified for PCG64 float32 normals; tests/test_plan_builders.py checks it).
-`step_noise` does 2. for a whole step.
+`gtr.runtime.sampler.sample` is the only code that draws 2. and 3.; tests/test_sampler_contract.py
+replays its draws by hand.
 3. Only for plans with fts_select = "random" (an ablation): in a step with an fts_top group, before
    that step's group noise, `selection_scores(B, n)` = `rng.random((B, n))` (float64); the k_top
    highest of each row are the selected tokens. Other plans draw nothing here, so 1. and 2. are
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .plan import SamplingPlan, Step
+from .plan import SamplingPlan
 
 
 class NoiseSource:
@@ -53,8 +54,3 @@ class NoiseSource:
     def selection_scores(self, batch: int, n: int) -> np.ndarray:
         """float64 [B, n] uniform scores for random FTS selection (draw 3 above)."""
         return self.rng.random((batch, n))
-
-    def step_noise(self, step: Step, batch: int, token_dim: int = 16) -> list[tuple[np.ndarray, np.ndarray]]:
-        """group_noise for every group of a step, in group order (None for zero-size groups)."""
-        return [self.group_noise(batch * g.size, g.T, token_dim) if g.size > 0 else None
-                for g in step.groups]

@@ -17,6 +17,7 @@ import numpy as np
 
 ROLES = ("all", "fts_top", "fts_rest")
 CFG_SCHEDULES = ("linear", "constant")
+BASE_TIMESTEPS = 1000  # MAR's training process (mar-spec §7.1); a chain respaces it to T <= 1000 steps
 FORMAT, VERSION = "gtr-plan", 1
 # FTS selection rules: highest score (GtR), lowest score, uniformly random (the paper's ablations).
 FTS_SELECT = ("high", "low", "random")
@@ -223,8 +224,9 @@ class SamplingPlan:
                 fail(f"{where}: unknown group role {g.role!r} (roles: {', '.join(ROLES)})")
             if g.size < 0:
                 fail(f"{where}: group size must be >= 0, got {g.size}")
-            if g.T < 1:
-                fail(f"{where}: group T must be >= 1, got {g.T}")
+            if not 1 <= g.T <= BASE_TIMESTEPS:
+                fail(f"{where}: group T must be in 1..{BASE_TIMESTEPS} (the base diffusion process has "
+                     f"{BASE_TIMESTEPS} steps), got {g.T}")
         if "all" in roles and len(roles) > 1:
             fail(f"{where}: role 'all' must be the only group, got roles {roles}")
         if "all" not in roles and roles not in (["fts_top"], ["fts_rest"], ["fts_top", "fts_rest"]):

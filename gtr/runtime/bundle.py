@@ -14,7 +14,9 @@ Layout (all integers little-endian):
 (itself 64-aligned), so every member is 64-byte aligned in the file and can be mapped zero-copy.
 
 Reading maps the file (mmap) and never executes anything from it: the manifest is JSON and members
-are raw bytes handed to onnxruntime (no pickle anywhere). Every failure is a `BundleError` with a
+are raw bytes handed to onnxruntime (no pickle anywhere). The reader accepts exactly what the writer
+produces: member offsets and lengths must lie inside the data area without overlapping, the file must
+end at the last member, and all padding must be zero. Every failure is a `BundleError` with a
 one-line message.
 """
 from __future__ import annotations
@@ -85,12 +87,39 @@ def write_bundle(path, manifest: dict, members: dict) -> int:
     return total
 
 
+def _member_entry(entry):
+    """(offset, length, sha256) of a well-formed member entry, else None. Offsets are relative to the
+    data start: >= 0 and 64-aligned; lengths >= 0; sha256 as 64 lowercase hex digits."""
+    if not isinstance(entry, dict):
+        return None
+    offset, length, digest = (entry.get(k) for k in ("offset", "length", "sha256"))
+    sizes_ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (offset, length))
+    digest_ok = isinstance(digest, str) and len(digest) == 64 and set(digest) <= set("0123456789abcdef")
+    return (offset, length, digest) if sizes_ok and offset % ALIGN == 0 and digest_ok else None
+
+
+def _member_table(name: str, members: dict) -> dict[str, tuple[int, int, str]]:
+    table = {}
+    for key, entry in members.items():
+        table[key] = _member_entry(entry)
+        if table[key] is None:
+            raise BundleError(f"{name}: manifest has a malformed entry for member {key!r}")
+    return table
+
+
 class Bundle:
     """A bundle opened for reading: `.manifest`, `.member(name)` (zero-copy memoryview of the mapped
-    file), `.plans()`, `.config`. Keep it alive while sessions built from its members run."""
+    file), `.plans()`, `.config`. Keep it alive while sessions built from its members run.
+
+    Opening checks the file's whole structure whatever `verify` says: header, manifest checksum,
+    every member inside the data area (64-aligned, no overlaps, the file ending at the last member),
+    zero padding between them, and the graphs' member references. So every byte of the file is
+    checked except member contents, which `verify` (on by default) covers with their sha256.
+    """
 
     def __init__(self, path, verify: bool = True):
         self.path = Path(path)
+        self._mmap = None
         name = str(path)
         try:
             f = open(path, "rb")
@@ -121,7 +150,7 @@ class Bundle:
                 raise BundleError(f"{name}: damaged bundle (manifest checksum mismatch)")
             try:
                 manifest = json.loads(text.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, or absurdly deep nesting
                 raise BundleError(f"{name}: manifest is not valid JSON ({e.__class__.__name__})") from None
             if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
                     or not isinstance(manifest.get("members"), dict):
@@ -130,23 +159,45 @@ class Bundle:
             self.format_version = version
             self.data_start = _align(HEADER_SIZE + mlen)
             self.size = size
-            try:
-                self._members = {k: (int(v["offset"]), int(v["length"]), str(v["sha256"]))
-                                 for k, v in manifest["members"].items()}
-            except (KeyError, TypeError, ValueError):
-                raise BundleError(f"{name}: manifest has a malformed member table") from None
+            self._members = _member_table(name, manifest["members"])
             end = max((self.data_start + o + n for o, n, _ in self._members.values()), default=self.data_start)
             if end > size:
                 raise BundleError(f"{name}: truncated file ({size} bytes, expected {end})")
-            self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size > 0 else None
-        self._view = memoryview(self._mmap) if self._mmap is not None else memoryview(b"")
-        for graph, g in (manifest.get("graphs") or {}).items():
+            if end < size:
+                raise BundleError(f"{name}: damaged bundle ({size - end} unexpected bytes after the last member)")
+            self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # size > 0: the header is there
+        self._view = memoryview(self._mmap)
+        try:
+            self._check_padding(name, HEADER_SIZE + mlen)
+            self._check_graphs(name)
+            if verify:
+                self.verify()
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_padding(self, name: str, manifest_end: int) -> None:
+        """Between the manifest and the members, and between members, the writer leaves only alignment
+        padding: fewer than 64 zero bytes."""
+        spans = sorted((self.data_start + o, self.data_start + o + n) for o, n, _ in self._members.values() if n)
+        pos = manifest_end
+        for start, stop in spans + [(self.size, self.size)]:
+            if start < pos:
+                raise BundleError(f"{name}: damaged bundle (members overlap at byte {start})")
+            if start - pos >= ALIGN or any(self._view[pos:start]):
+                raise BundleError(f"{name}: damaged bundle (bytes {pos}..{start - 1} are not alignment padding)")
+            pos = stop
+
+    def _check_graphs(self, name: str) -> None:
+        graphs = self.manifest.get("graphs", {})
+        if not isinstance(graphs, dict) or not all(isinstance(g, dict) for g in graphs.values()):
+            raise BundleError(f"{name}: manifest has a malformed graph table")
+        for graph, g in graphs.items():
             for key in ("member", "weights"):
-                if g.get(key) is not None and g[key] not in self._members:
-                    raise BundleError(f"{name}: damaged bundle: graph {graph!r} needs member {g[key]!r}, "
+                ref = g.get(key)
+                if (ref is not None or key == "member") and (not isinstance(ref, str) or ref not in self._members):
+                    raise BundleError(f"{name}: damaged bundle: graph {graph!r} needs member {ref!r}, "
                                       f"which is missing")
-        if verify:
-            self.verify()
 
     # ---- members
 
@@ -161,6 +212,8 @@ class Bundle:
         except KeyError:
             raise BundleError(f"{self.path}: missing member {name!r} (the bundle has: "
                               f"{', '.join(self._members) or 'none'})") from None
+        if self._mmap is None:
+            raise BundleError(f"{self.path}: the bundle is closed")
         start = self.data_start + offset
         return self._view[start:start + length]
 
@@ -178,7 +231,7 @@ class Bundle:
         from gtr.configs import MARConfig
         try:
             return MARConfig.from_dict(self.manifest["config"])
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise BundleError(f"{self.path}: bad model config in the manifest: {e}") from None
 
     def plans(self) -> dict:
@@ -186,7 +239,7 @@ class Bundle:
         from gtr.plan import PlanError, SamplingPlan
         try:
             return {name: SamplingPlan.from_dict(d) for name, d in self.manifest["plans"].items()}
-        except (KeyError, AttributeError, PlanError) as e:
+        except (KeyError, AttributeError, TypeError, PlanError) as e:
             raise BundleError(f"{self.path}: bad plan in the manifest: {e}") from None
 
     @property
@@ -199,17 +252,22 @@ class Bundle:
 
     # ---- lifetime
 
-    def close(self) -> None:
-        """Unmap the file. Fails silently while arrays built on the member views are still alive
-        (the map then closes when the last of them goes)."""
+    def close(self) -> bool:
+        """Let go of the file. `member()` raises BundleError from now on.
+
+        Returns True when the file was unmapped now. While memoryviews from `member()` (or arrays on
+        them) are still alive it cannot be: they keep the map, and so their bytes, valid, and the file
+        is unmapped when the last of them is released or garbage-collected; close() returns False.
+        """
         if self._mmap is None:
-            return
+            return True
+        mapped, self._mmap = self._mmap, None
         try:
-            self._view.release()
-            self._mmap.close()
-            self._mmap = None
-        except BufferError:
-            pass
+            self._view.release()  # our whole-file view; member views hold the map on their own
+            mapped.close()
+        except BufferError:  # member views are alive
+            return False
+        return True
 
     def __enter__(self):
         return self

@@ -14,20 +14,28 @@ pointers into them, x ping-pongs between two device buffers (x_prev of one call 
 the next), and only the final x comes back. On CUDA everything stays on the GPU between head steps;
 on CPU the same code binds numpy memory directly (no copies). Only the CPU path is tested here (no
 GPU in CI); the CUDA path differs only in the device name given to OrtValue and the bindings.
+
+The device comes from each session's own providers (`session.get_providers()`), not from the ones
+asked for: onnxruntime falls back to the CPU when CUDA cannot start (missing libraries, no GPU), and
+then binding CUDA buffers would fail. Such a fallback is reported in one line (on stderr by default).
 """
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import onnxruntime as ort
 
 from gtr.runtime.bundle import Bundle, BundleError, read_bundle
 
+CUDA = "CUDAExecutionProvider"
+
+
 def default_providers() -> list[str]:
     available = ort.get_available_providers()
-    if "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if CUDA in available:
+        return [CUDA, "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
 
@@ -37,7 +45,7 @@ def make_session(proto, external: dict, providers=None, threads: int | None = No
     external: {location: bytes-like} for the external data files the graph references.
     """
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = 3  # errors only; OnnxComponents reports a CUDA fallback itself, in one line
     if threads:
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
@@ -55,29 +63,45 @@ def _blocks(n: int, size: int, dtype) -> tuple[np.ndarray, int]:
     return np.zeros((n, stride // itemsize), dtype), stride
 
 
-class OnnxComponents:
-    """Sampler components on onnxruntime for a bundle (a `Bundle` or a path)."""
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
-    def __init__(self, bundle, providers=None, threads: int | None = None):
+
+class OnnxComponents:
+    """Sampler components on onnxruntime for a bundle (a `Bundle` or a path).
+
+    `providers` are the ones asked for (default: CUDA when onnxruntime has it, then CPU); `log` gets
+    the one-line note when a session does not run on CUDA although CUDA was asked for.
+    """
+
+    def __init__(self, bundle, providers=None, threads: int | None = None, log=_stderr):
         if isinstance(bundle, (str, os.PathLike)):
             bundle = read_bundle(bundle)
         if not isinstance(bundle, Bundle):
             raise TypeError(f"expected a Bundle or a path, got {type(bundle).__name__}")
         self.bundle = bundle  # sessions are created lazily from its mapped members
         self.config = bundle.config
-        self.providers = list(providers or default_providers())
+        self.providers = list(providers or default_providers())  # as asked for
         self.threads = threads
-        self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
+        self.log = log
         self._graphs = bundle.graphs
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._inputs: dict[str, tuple[str, ...]] = {}
+        self._device: dict[str, str] = {}  # session name -> "cuda" | "cpu", from the session itself
+        self._fallback_reported = False
 
     # ---- sessions
 
     @property
+    def device(self) -> str:
+        """Where the sessions made so far run: "cuda" if all of them run on CUDA, else "cpu" (before
+        the first session: what was asked for)."""
+        devices = set(self._device.values()) or {"cuda" if self.providers[0] == CUDA else "cpu"}
+        return "cuda" if devices == {"cuda"} else "cpu"
+
+    @property
     def device_name(self) -> str:
-        return f"onnxruntime {ort.__version__} {self.providers[0].replace('ExecutionProvider', '')}, " \
-               f"{self.bundle.precision}"
+        return f"onnxruntime {ort.__version__} {self.device.upper()}, {self.bundle.precision}"
 
     def has_graph(self, name: str) -> bool:
         return name in self._graphs
@@ -96,6 +120,12 @@ class OnnxComponents:
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise BundleError(f"{self.bundle.path}: cannot load graph {name!r}: "
                               f"{str(e).strip().splitlines()[0]}") from None
+        used = s.get_providers()
+        self._device[name] = "cuda" if used and used[0] == CUDA else "cpu"
+        if CUDA in self.providers and self._device[name] == "cpu" and not self._fallback_reported:
+            self._fallback_reported = True
+            self.log(f"note: CUDA was asked for, but onnxruntime runs the {name!r} graph on "
+                     f"{', '.join(used) or 'no provider'}; running on the CPU")
         self._sessions[name] = s
         self._inputs[name] = tuple(i.name for i in s.get_inputs())
         return s
@@ -168,7 +198,7 @@ class OnnxComponents:
         for r in sorted({call.rows for call in calls}):
             z_of[r] = np.ascontiguousarray(np.concatenate([z[:r], z[R:R + r]]) if cfg else z[:r], dtype=np.float32)
 
-        dev = self.device
+        dev = self._device[name]  # where this session really runs, whatever was asked for
         keep = []  # on CPU an OrtValue wraps the numpy memory: keep the arrays alive until the loop ends
 
         def put(a):
@@ -211,7 +241,9 @@ class OnnxComponents:
 
     def info(self) -> dict:
         m = self.bundle.manifest
-        return {"providers": self.providers, "device": self.device, "precision": self.bundle.precision,
+        return {"providers": self.providers, "device": self.device,
+                "providers_used": {k: s.get_providers() for k, s in self._sessions.items()},
+                "precision": self.bundle.precision,
                 "graphs": {k: {"inputs": [i["name"] for i in g.get("inputs", [])],
                                "static_shapes": len(g.get("static_shapes", []))} for k, g in self._graphs.items()},
                 "sessions": list(self._sessions), "model": m.get("config", {}).get("name")}

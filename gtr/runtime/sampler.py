@@ -1,16 +1,19 @@
 """The sampling loop: runs any `SamplingPlan` between calls to three components.
 
-This loop is shared by every backend (torch reference, onnxruntime, tensorrt), so they differ only
-in how the components compute, never in what the plan does or which random numbers it uses.
-numpy only.
+This loop is shared by every backend (the torch reference and onnxruntime), so they differ only in
+how the components compute, never in what the plan does or which random numbers it uses. numpy only.
 
 Components (duck-typed):
     backbone(tokens [B',K,c], positions [B',K] int64, class_ids [B'] int64, pred_positions [B',n] int64)
         -> z [B',n,D] float32; rows [cond; uncond] when the plan uses CFG.
     head_step(x [r,c], t [r] int64, z [r or 2r,D], coef [r,7], cfg_weight [r,1], noise [r,c]) -> x [r,c]
     decode(tokens [B,L,c]) -> images float32 [B,3,H,W] in about [-1, 1]
-    optional diffuse(x [r,c], z, calls, cfg_weight) -> x: a backend may run the whole head loop itself
-        (e.g. keeping tensors on the GPU); `calls` is the list made by `head_calls`.
+    optional diffuse(x [R,c], z [R or 2R,D], calls, cfg_weight, step_noise) -> x: a backend may run a
+        step's whole head loop itself (e.g. keeping tensors on the GPU); `calls` is `step_calls(...).head`
+        and `step_noise` the per-group noise arrays, as `run_head` takes them.
+
+Every shape the loop calls the components with comes from `step_calls`, which the exporter also uses
+to list a bundle's static shapes.
 """
 from __future__ import annotations
 
@@ -19,12 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gtr.plan import NoiseSource, SamplingPlan, fts_split, spaced_schedule, step_table
+from gtr.plan import COEF_NAMES, NoiseSource, SamplingPlan, fts_split, spaced_schedule, step_table
 
-# Per-row coefficient columns of the head step (the six schedule columns of plan.step_table, then the
-# noise scale = temperature at k > 0 and 0 at the last step k = 0).
-COEF_COLUMNS = ("sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod", "posterior_mean_coef1",
-                "posterior_mean_coef2", "log_betas", "posterior_log_variance_clipped", "noise_scale")
+# Per-row coefficient columns of the head step: the schedule columns of plan.step_table, then the
+# noise scale = temperature at k > 0 and 0 at the last step k = 0.
+COEF_COLUMNS = COEF_NAMES + ("noise_scale",)
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class HeadCall:
     """One head-step call: the first `rows` rows of the merged group rows are active."""
     rows: int
     t: np.ndarray          # [rows] int64, original timesteps
-    coef: np.ndarray       # [rows, 7] float32
+    coef: np.ndarray       # [rows, len(COEF_COLUMNS)] float32
     noise_index: tuple     # per active group: index into that group's step noise, or -1 at k = 0
 
 
@@ -54,15 +56,33 @@ def head_calls(group_Ts: tuple[int, ...], group_rows: tuple[int, ...], temperatu
             k = T - 1 - (j - (t_max - T))  # this group's respaced index at call j
             if k > T - 1:
                 break  # this group (and every later, shorter one) has not started yet
-            row = np.empty(7, np.float32)
-            row[:6] = table[k]
-            row[6] = temperature if k > 0 else 0.0
+            row = np.empty(len(COEF_COLUMNS), np.float32)
+            row[:-1] = table[k]
+            row[-1] = temperature if k > 0 else 0.0
             ts.append(np.full(rows, tmap[k], np.int64))
-            coefs.append(np.broadcast_to(row, (rows, 7)))
+            coefs.append(np.broadcast_to(row, (rows, len(row))))
             noise_index.append(T - 1 - k if k > 0 else -1)
         calls.append(HeadCall(sum(len(t) for t in ts), np.concatenate(ts), np.ascontiguousarray(np.concatenate(coefs)),
                               tuple(noise_index)))
     return tuple(calls)
+
+
+@dataclass(frozen=True)
+class StepCalls:
+    """The component calls of one AR step for a batch: the one description of them that `sample` runs
+    and the exporter lists static shapes from (so a bundle's manifest holds every shape it needs)."""
+    backbone_rows: int          # B' of the backbone call: 2 * batch with CFG ([cond; uncond]), else batch
+    known: int                  # K: visible tokens per row
+    predict: int                # n: positions predicted per row
+    groups: tuple               # the step's non-empty groups in execution order: T descending, ties in plan order
+    head: tuple[HeadCall, ...]  # head calls over the groups' merged rows; z has 2 * rows rows with CFG
+
+
+def step_calls(plan: SamplingPlan, step_index: int, batch: int) -> StepCalls:
+    step = plan.steps[step_index]
+    groups = tuple(sorted((g for g in step.groups if g.size > 0), key=lambda g: -g.T))  # sorted() is stable
+    calls = head_calls(tuple(g.T for g in groups), tuple(batch * g.size for g in groups), float(plan.temperature))
+    return StepCalls((2 if plan.uses_cfg else 1) * batch, step.known_before, step.predict, groups, calls)
 
 
 def run_head(components, x: np.ndarray, z: np.ndarray, calls, cfg_weight: float, step_noise: list[np.ndarray],
@@ -113,11 +133,12 @@ def sample(components, plan: SamplingPlan, labels, seed: int, *, token_dim: int 
     canvas = np.zeros((B, L, token_dim), np.float32)
     batch_idx = np.arange(B)[:, None]
     for s, step in enumerate(plan.steps):
-        K, n = step.known_before, step.predict
+        sc = step_calls(plan, s, B)
+        K, n = sc.known, sc.predict
         known = np.sort(orders[:, :K], axis=1)
         pred = np.sort(orders[:, K:K + n], axis=1)
         tokens = canvas[batch_idx, known]
-        reps = 2 if plan.uses_cfg else 1
+        reps = sc.backbone_rows // B
         z = components.backbone(np.tile(tokens, (reps, 1, 1)), np.tile(known, (reps, 1)), class_ids,
                                 np.tile(pred, (reps, 1)))
         z_c, z_u = z[:B], (z[B:] if plan.uses_cfg else None)
@@ -129,9 +150,10 @@ def sample(components, plan: SamplingPlan, labels, seed: int, *, token_dim: int 
             scores = rng.selection_scores(B, n) if plan.fts_select == "random" else None
             top, rest = fts_split(z_c, k_top, plan.fts_select, scores)
             index_of = {"fts_top": top, "fts_rest": rest}
-        else:
-            index_of = {"all": np.broadcast_to(np.arange(n), (B, n))}
-        groups = sorted((g for g in step.groups if g.size > 0), key=lambda g: -g.T)  # stable: ties keep plan order
+        else:  # one group of every predicted token: 'all', or an fts_rest group alone (nothing selected)
+            every = np.broadcast_to(np.arange(n), (B, n))
+            index_of = {"all": every, "fts_rest": every}
+        groups = sc.groups
 
         # Random draws in plan group order (the documented contract), executed in T order.
         drawn = {id(g): rng.group_noise(B * g.size, g.T, token_dim) for g in step.groups if g.size > 0}
@@ -142,8 +164,7 @@ def sample(components, plan: SamplingPlan, labels, seed: int, *, token_dim: int 
         zc_rows = z_c[samples, cols]
         z_rows = np.concatenate([zc_rows, z_u[samples, cols]]) if plan.uses_cfg else zc_rows
         x = np.concatenate([drawn[id(g)][0] for g in groups])
-        calls = head_calls(tuple(g.T for g in groups), tuple(B * g.size for g in groups), float(plan.temperature))
-        x = run_head(components, x, np.ascontiguousarray(z_rows), calls, plan.cfg_weight(s),
+        x = run_head(components, x, np.ascontiguousarray(z_rows), sc.head, plan.cfg_weight(s),
                      [drawn[id(g)][1] for g in groups], token_dim)
         canvas[samples, positions] = x
         if progress is not None:

@@ -16,7 +16,7 @@ scikit-learn digits upscaled to 32x32 RGB in [-1, 1]; the numbers are in mar_tin
   and one res block per level (the decoder then has 2) keep it to 0.75 M parameters (3.0 MB) and
   VAE training to ~7 CPU minutes. `scale_factor` = 1 / std of the training-set posterior samples
   (MAR's convention: token = scale_factor * latent, no mean shift), measured by the training
-  script and copied here.
+  script and read here from mar_tiny.json, which the training script writes next to the weights.
 * MAR: width 128 for encoder and decoder, depth 3 each, 4 heads (head_dim 32), buffer 16
   (MAR-B has 64 buffer slots for 256 tokens; 16 keeps the same 1:4 ratio for 64 tokens), 10
   classes. Diffusion MLP width 192 with 3 res blocks: the head costs ~2/3 of every training step
@@ -28,7 +28,7 @@ scikit-learn digits upscaled to 32x32 RGB in [-1, 1]; the numbers are in mar_tin
   at t = 999, and a head-only polish stage that also teaches the head to treat an inflated x_t
   as noise (so the next steps absorb the first step's kick). See gtr.tiny.training.
 * default_cfg: chosen by a quick class-accuracy check with the baseline mar-64 plan on seeds not
-  used for the reported numbers (mar_tiny.json, "cfg_check").
+  used for the reported numbers (mar_tiny.json, "cfg_check"), and read from there too.
 """
 from __future__ import annotations
 
@@ -42,17 +42,32 @@ MAR_FILE = "mar_tiny.safetensors"
 VAE_FILE = "vae_tiny.safetensors"
 JSON_FILE = "mar_tiny.json"
 
-# 1 / std of the training latents (posterior samples) of the shipped VAE; see mar_tiny.json.
-TINY_SCALE_FACTOR = 0.7723189763049126
-# Chosen by the training script's mar-64 check (cfg 2.0 / 3.0 / 4.0: 0.95 / 0.95 / 0.94 class accuracy,
-# 10 per class, seed 1000; ties go to the lower value).
-TINY_DEFAULT_CFG = 2.0
+
+def read_info(asset_dir: str | Path = ASSET_DIR) -> dict:
+    """The JSON written next to the weights (config + training metadata)."""
+    return json.loads((Path(asset_dir) / JSON_FILE).read_text())
+
+
+def shipped_values(asset_dir: str | Path = ASSET_DIR) -> dict:
+    """{"scale_factor", "default_cfg"} of the weights in asset_dir, read from their JSON (the training
+    script measures and writes both), so a retrained model needs no code change. Without a JSON (no
+    trained weights yet) the neutral values scale 1 and CFG 3."""
+    if not (Path(asset_dir) / JSON_FILE).is_file():
+        return {"scale_factor": 1.0, "default_cfg": 3.0}
+    config = read_info(asset_dir)["config"]
+    return {"scale_factor": float(config["vae"]["scale_factor"]), "default_cfg": float(config["default_cfg"])}
+
+
+_SHIPPED = shipped_values()
+TINY_SCALE_FACTOR = _SHIPPED["scale_factor"]  # 1 / std of the shipped VAE's training latents
+TINY_DEFAULT_CFG = _SHIPPED["default_cfg"]  # chosen by the training script's mar-64 check
 
 TINY_VAE = VAEConfig(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, embed_dim=4, scale_factor=TINY_SCALE_FACTOR)
 
 
 def tiny_config(scale_factor: float = TINY_SCALE_FACTOR, default_cfg: float = TINY_DEFAULT_CFG) -> MARConfig:
-    """The mar-tiny MARConfig with a given VAE scale factor and default CFG (training uses this)."""
+    """The mar-tiny MARConfig with a given VAE scale factor and default CFG (default: the shipped
+    weights'; training passes its own)."""
     return MARConfig(
         name="mar-tiny", encoder_embed_dim=128, encoder_depth=3, encoder_num_heads=4,
         decoder_embed_dim=128, decoder_depth=3, decoder_num_heads=4,
@@ -64,11 +79,6 @@ def tiny_config(scale_factor: float = TINY_SCALE_FACTOR, default_cfg: float = TI
 
 
 MAR_TINY = register(tiny_config())
-
-
-def read_info(asset_dir: str | Path = ASSET_DIR) -> dict:
-    """The JSON written next to the weights (config + training metadata)."""
-    return json.loads((Path(asset_dir) / JSON_FILE).read_text())
 
 
 def load_tiny(asset_dir: str | Path = ASSET_DIR, device="cpu", with_encoder: bool = False):
