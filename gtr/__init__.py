@@ -1,6 +1,34 @@
 """gtr: deploy MAR image generators with GtR two-stage sampling and FTS.
 
+    import gtr
+    pipe = gtr.load("mar-tiny-fp32.plan")                # numpy + onnxruntime, no torch
+    pipe([3, 5], seed=0)[0].save("three.png")            # a list of PIL images, class-major
+    gtr.export("mar-tiny", "mar-tiny-fp32.plan")         # what gtr-export does (needs torch)
+
 Subpackages: `plan` (numpy: schedules, sampling plans, FTS, cost model), `models` (PyTorch reference),
-`export` (torch -> ONNX -> bundle), `calibration` (INT8, planned), `runtime` (numpy + onnxruntime sampler).
+`export` (torch -> ONNX -> bundle), `runtime` (numpy + onnxruntime sampler); `pipeline` (gtr.load),
+`download` (official weights).
 """
+import types as _types
+
 __version__ = "0.1.0"
+
+
+def load(path, device: str = "auto", backend: str = "auto"):
+    """Open a .plan bundle as a `gtr.pipeline.Pipeline` (torch is not needed)."""
+    from gtr.pipeline import load as _load
+    return _load(path, device=device, backend=backend)
+
+
+class _CallableExport(_types.ModuleType):
+    """`gtr.export` is the export subpackage, and calling it exports a model (gtr.export.api.export):
+    one name can hold one object, so the package module itself is made callable."""
+
+    def __call__(self, *args, **kwargs):
+        from gtr.export.api import export
+        return export(*args, **kwargs)
+
+
+from gtr import export  # noqa: E402  (cheap: the subpackage loads its torch modules lazily)
+
+export.__class__ = _CallableExport

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from gtr import __version__
 from gtr.configs import get_config
 from gtr.plan import PlanError, build_plan, format_flops, plan_cost, preset_names
 
@@ -26,36 +27,114 @@ def cache_dir() -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Errors: expected failures become one line on stderr and exit status 1.
+# Errors. Expected failures (bad input; a missing, unwritable or damaged file) end in one line on
+# stderr and exit status 1. Anything else is a bug in gtr: one line that says so and names the file
+# holding the full traceback (exit status 70), or, with --debug or GTR_DEBUG=1, the traceback itself.
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [PlanError, ValueError, KeyError, FileNotFoundError, PermissionError,
-                                         IsADirectoryError]
-    for module, name in (("gtr.runtime.bundle", "BundleError"), ("gtr.models.checkpoint", "CheckpointError"),
-                         ("gtr.export.onnx_export", "ExportError")):
-        mod = sys.modules.get(module)  # only modules already imported can have raised
-        if mod is not None and hasattr(mod, name):
-            errors.append(getattr(mod, name))
-    return tuple(errors)
+DEBUG_ENV = "GTR_DEBUG"
+INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE (sysexits.h): tells scripts "bug", not "bad input"
+
+# The project's own error types, looked up by module: only a module already imported can have raised
+# one, and looking them up this way keeps torch-free commands torch-free.
+PROJECT_ERRORS = (("gtr.plan.plan", "PlanError"), ("gtr.configs", "ConfigError"),
+                  ("gtr.runtime.bundle", "BundleError"), ("gtr.models.checkpoint", "CheckpointError"),
+                  ("gtr.export.onnx_export", "ExportError"), ("gtr.eval.metrics", "EvalError"),
+                  ("gtr.download", "DownloadError"), ("gtr.pipeline", "PipelineError"))
+
+
+class InternalError(click.ClickException):
+    exit_code = INTERNAL_ERROR_EXIT
+
+
+def _project_errors() -> tuple[type[BaseException], ...]:
+    found = (getattr(sys.modules.get(module), name, None) for module, name in PROJECT_ERRORS)
+    return tuple(t for t in found if isinstance(t, type))
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)  # KeyError's str() adds quotes
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+def _user_os_error(e: BaseException, args: dict) -> bool:
+    """An OSError about a path argument of the command (or a folder above or inside one), or a full disk."""
+    import errno
+    if not isinstance(e, OSError):
+        return False
+    names = [n for n in (e.filename, e.filename2) if isinstance(n, (str, bytes, os.PathLike))]
+    if not names:
+        return e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    ctx = click.get_current_context(silent=True)
+    path_params = {p.name for p in (ctx.command.params if ctx else []) if isinstance(p.type, click.Path)}
+    given = [Path(os.path.abspath(v)) for key, value in args.items() if key in path_params
+             for v in (value if isinstance(value, (list, tuple)) else (value,)) if isinstance(v, (str, os.PathLike))]
+    for name in names:
+        p = Path(os.path.abspath(os.fsdecode(name)))
+        if any(p == g or g in p.parents or p in g.parents for g in given):
+            return True
+    return False
+
+
+def _save_traceback(command: str) -> Path | None:
+    """Write the traceback being handled to a new file in the temp folder; None if that fails too."""
+    import platform
+    import tempfile
+    import traceback
+
+    import gtr
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(tempfile.gettempdir()) / f"gtr-{command}-{stamp}-{os.getpid()}.log"
+    try:
+        with open(path, "x", encoding="utf-8") as f:
+            f.write(f"gtr {gtr.__version__}, python {platform.python_version()}\n"
+                    f"command: {' '.join(sys.argv)}\n\n{traceback.format_exc()}")
+    except OSError:
+        return None
+    return path
+
+
+def _set_debug(ctx, param, value):
+    if value:
+        ctx.meta["gtr.debug"] = True
+
+
+def _debug() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get("gtr.debug")) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
 def friendly_errors(fn):
+    """Turn the command's expected failures into one-line errors and report anything else as a bug.
+
+    Also gives the command a --debug flag (same as GTR_DEBUG=1): errors then show their traceback.
+    """
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except click.exceptions.Exit:
-            raise
-        except click.ClickException:
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except KeyboardInterrupt:
             raise click.ClickException("interrupted") from None
-        except Exception as e:  # noqa: BLE001 - filtered below
-            if isinstance(e, _expected_errors()):
-                msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-                raise click.ClickException(str(msg).strip().splitlines()[0] if str(msg).strip() else type(e).__name__) from None
-            raise
-    return wrapper
+        except Exception as e:  # noqa: BLE001 - sorted into expected failures and bugs below
+            if _debug():
+                raise
+            if isinstance(e, _project_errors()):
+                raise click.ClickException(_first_line(e)) from None
+            if _user_os_error(e, kwargs):
+                name = f"{os.fsdecode(e.filename)}: " if isinstance(e.filename, (str, bytes, os.PathLike)) else ""
+                raise click.ClickException(f"{name}{e.strerror or e}") from None
+            saved = _save_traceback(fn.__name__.removesuffix("_cmd"))
+            if saved is None:  # nowhere to save it: show it rather than lose it
+                import traceback
+                traceback.print_exc()
+            where = f"full traceback in {saved}" if saved else "traceback above"
+            raise InternalError(f"internal error (a bug in gtr, please report it): {type(e).__name__}: "
+                                f"{_first_line(e)} [{where}; rerun with --debug to show it]") from None
+
+    return click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug, is_eager=True,
+                        help="On an error, show the full Python traceback (also: GTR_DEBUG=1).")(wrapper)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -213,14 +292,6 @@ def _parse_grid(text: str) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------------
 # gtr-export
 
-OFFICIAL_FILES = {
-    "mar-b": "https://www.dropbox.com/scl/fi/f6dpuyjb7fudzxcyhvrhk/checkpoint-last.pth?rlkey=a6i4bo71vhfo4anp33n9ukujb&dl=0",
-    "mar-l": "https://www.dropbox.com/scl/fi/pxacc5b2mrt3ifw4cah6k/checkpoint-last.pth?rlkey=m48ovo6g7ivcbosrbdaz0ehqt&dl=0",
-    "mar-h": "https://www.dropbox.com/scl/fi/1qmfx6fpy3k7j9vcjjs3s/checkpoint-last.pth?rlkey=4lae281yzxb406atp32vzc83o&dl=0",
-    "kl16": "https://www.dropbox.com/scl/fi/hhmuvaiacrarfg28qxhwz/kl16.ckpt?rlkey=l44xipsezc8atcffdp4q7mwmh&dl=0",
-}
-
-
 # Plans exported when no --plan is given; the first is gtr-run's default. mar-tiny's GtR samples are not
 # recognisable yet (README, "mar-tiny"), so its default is the baseline that gives digits.
 DEFAULT_PLANS = {"mar-tiny": ("mar-64", "gtr")}
@@ -232,11 +303,13 @@ def find_weights(model: str, checkpoint: str | None, vae: str | None) -> tuple[P
     vae_path = Path(vae) if vae else cache_dir() / "kl16.ckpt"
     missing = [p for p in (ckpt, vae_path) if not p.is_file()]
     if missing:
+        from gtr.download import OFFICIAL  # the official URLs live with the downloader
         lines = [f"missing weights: {', '.join(map(str, missing))}."]
-        if model in OFFICIAL_FILES:
-            lines.append(f"Download the official files and put them there (or pass --checkpoint/--vae):")
-            lines.append(f"  {model}: {OFFICIAL_FILES[model]}  ->  {cache_dir() / model / 'checkpoint-last.pth'}")
-            lines.append(f"  KL-16 VAE: {OFFICIAL_FILES['kl16']}  ->  {cache_dir() / 'kl16.ckpt'}")
+        if model in OFFICIAL:
+            lines.append(f"Fetch them with `gtr download {model}` (or add --download), or download the official "
+                         f"files by hand and put them there (or pass --checkpoint/--vae):")
+            lines.append(f"  {model}: {OFFICIAL[model][1]}  ->  {cache_dir() / model / 'checkpoint-last.pth'}")
+            lines.append(f"  KL-16 VAE: {OFFICIAL['kl16'][1]}  ->  {cache_dir() / 'kl16.ckpt'}")
         lines.append("Or export an untrained model for testing with --random-weights.")
         raise click.ClickException("\n".join(lines))
     return ckpt, vae_path
@@ -259,55 +332,64 @@ def find_weights(model: str, checkpoint: str | None, vae: str | None) -> tuple[P
 @click.option("--batch", type=int, default=1, show_default=True, help="Images per engine call (static shapes are listed for it).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random-weights.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Bundle path (default <model>-<precision>.plan).")
+@click.option("--download", is_flag=True,
+              help="Fetch the official weights into $GTR_HOME first (as `gtr download MODEL`; verified if there).")
 @friendly_errors
-def export_cmd(model, precision, checkpoint, weights, vae, random_weights, plans, batch, seed, output, **options):
+def export_cmd(model, precision, checkpoint, weights, vae, random_weights, plans, batch, seed, output, download,
+               **options):
     """Export a MAR model into one .plan bundle (ONNX graphs + manifest) for gtr-run.
 
     Without --checkpoint the official files are looked up in $GTR_HOME (default ~/.cache/gtr):
-    <model>/checkpoint-last.pth and kl16.ckpt.
+    <model>/checkpoint-last.pth and kl16.ckpt; --download fetches them there first.
 
     \b
     Examples:
       gtr-export --model mar-test --random-weights
       gtr-export --model mar-b --random-weights --precision fp16
       gtr-export --model mar-l --precision fp16 --plan gtr --plan mar-64 --batch 4
+      gtr-export --model mar-b --download                 # fetch the official weights first
     """
-    if precision == "int8":
-        raise click.ClickException("--precision int8 needs calibration data and Q/DQ graphs, which are not "
-                                   "implemented yet; use fp32 or fp16")
-    if batch < 1:
-        raise click.BadParameter("--batch must be >= 1")
-    config = get_config(model)
-    plan_objs = make_plans(plans or DEFAULT_PLANS.get(model, ("gtr", "mar-64")), config, options)
-    output = Path(output or f"{model}-{precision}.plan")
+    from gtr.download import DownloadError
+    from gtr.export.api import export  # the same code path as gtr.export(...) in Python
+    try:
+        export(model, output, precision=precision, plans=plans, checkpoint=checkpoint, vae=vae, weights=weights,
+               random_weights=random_weights, download=download, batch=batch, seed=seed, log=click.echo, **options)
+    except DownloadError as e:
+        raise click.ClickException(str(e)) from None
 
-    from gtr.export.exporter import export_bundle
-    from gtr.export.weights import build_models
-    t0 = time.perf_counter()
-    mar, vae_model, sources = build_models(config, checkpoint=checkpoint, vae=vae, weights=weights,
-                                           random_weights=random_weights, seed=seed, find_weights=find_weights)
-    click.echo(f"exporting {config.name} ({'RANDOM weights' if random_weights else sources.get('checkpoint', '')}) "
-               f"at {precision}, plans: {', '.join(p.name for p in plan_objs)}, batch {batch}")
-    summary = export_bundle(config, mar, vae_model, plan_objs, batch=batch, precision=precision, out_path=output,
-                            random_weights=random_weights, sources=sources, log=click.echo)
-    click.echo(f"wrote {output} ({summary['size'] / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f} s")
+
+# ---------------------------------------------------------------------------------------------------
+# gtr download
+
+@click.command("download", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("models", nargs=-1, required=True)
+@click.option("--dry-run", is_flag=True, help="Print what would be fetched from where to where; fetch nothing.")
+@friendly_errors
+def download_cmd(models, dry_run):
+    """Fetch the official weights of MODELS (mar-b, mar-l, mar-h, kl16) into $GTR_HOME.
+
+    Each MAR model brings the KL-16 VAE. Partial files resume, sizes are checked, files appear only
+    when complete, and the sha256 recorded at download (<file>.sha256) is verified on every later run.
+    $GTR_MIRROR replaces the official URLs with a mirror of the same layout.
+
+    \b
+    Examples:
+      gtr download mar-b --dry-run
+      gtr download mar-l mar-h
+    """
+    from gtr.download import DownloadError, downloads, fetch, state
+    try:
+        for d in downloads(models, cache_dir()):
+            if dry_run:
+                click.echo(f"{d.name}: {d.url}\n  -> {d.dest} [{state(d)}]")
+            else:
+                click.echo(f"{d.name}: {fetch(d)} ({d.dest})")
+    except DownloadError as e:
+        raise click.ClickException(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------------
 # gtr-run
-
-def _providers(device: str):
-    import onnxruntime as ort
-    available = ort.get_available_providers()
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if device == "cuda":
-        raise click.ClickException("--device cuda: onnxruntime has no CUDA provider here "
-                                   "(install onnxruntime-gpu: pip install 'gtr[gpu]')")
-    return ["CPUExecutionProvider"]
-
 
 def _labels(classes, num_images, num_classes):
     for c in classes:
@@ -319,82 +401,96 @@ def _labels(classes, num_images, num_classes):
     return [c for c in classes for _ in range(num_images)] if classes else [None] * num_images
 
 
-def generate(components, plan, labels, seed: int, batch: int, token_dim: int, num_classes: int, desc: str):
-    """Sample `labels` in batches (batch i uses seed + i) with one progress bar per batch."""
-    from tqdm import tqdm
-
-    from gtr.runtime.sampler import sample
-    images, t0 = [], time.perf_counter()
-    for i in range(0, len(labels), batch):
-        chunk = labels[i:i + batch]
-        with tqdm(total=plan.num_steps, desc=f"{desc} {i // batch + 1}/{-(-len(labels) // batch)}", unit="step",
-                  leave=False, disable=None) as bar:
-            result = sample(components, plan, chunk, seed + i // batch, token_dim=token_dim,
-                            num_classes=num_classes, progress=lambda s: bar.update(1))
-        images.append(result.images)
-    return np.concatenate(images), time.perf_counter() - t0
+def _shard(ctx, param, value):
+    if value is None:
+        return None
+    from gtr.runtime.shards import parse_shard
+    try:
+        return parse_shard(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 @click.command("run", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("bundle", type=click.Path(dir_okay=False))
 @click.option("--class", "-c", "classes", type=int, multiple=True, help="Class id to generate (repeatable). None: unconditional.")
+@click.option("--all-classes", is_flag=True, help="Every class of the model (ImageNet: 0..999), e.g. for FID runs.")
 @click.option("--num-images", "-n", type=int, default=1, show_default=True, help="Images per class.")
-@click.option("--seed", "-s", type=int, default=0, show_default=True, help="Seed of batch 1 (batch i uses seed + i - 1).")
+@click.option("--seed", "-s", type=int, default=0, show_default=True,
+              help="Run seed; each sampling call's seed is derived from it, the class and the first image index.")
 @click.option("--plan", "plan_name", help="Which of the bundle's plans to run (default: the first).")
 @click.option("--cfg", type=float, help="Override the plan's CFG scale (1 = no guidance).")
 @click.option("--temperature", type=float, help="Override the plan's diffusion temperature.")
-@click.option("--batch", type=int, help="Images per batch (default: the bundle's export batch).")
+@click.option("--batch", type=int, help="Images per sampling call (default: the bundle's export batch).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output PNG (one image, or the grid with --grid).")
-@click.option("--outdir", type=click.Path(file_okay=False), help="Write one PNG per image into this folder.")
+@click.option("--outdir", type=click.Path(file_okay=False),
+              help="Write one PNG per image into this folder (class0088_00012.png); images already there are kept (resume).")
+@click.option("--shard", callback=_shard, metavar="I/N",
+              help="With --outdir: make only shard I of N (0 <= I < N); the N shards together make the whole run.")
+@click.option("--npz", type=click.Path(dir_okay=False),
+              help="With --outdir: then pack the run's images into this .npz (uint8 arr_0 [N,H,W,3], for FID evaluators).")
 @click.option("--grid", "as_grid", is_flag=True, help="Write all images as one grid PNG (one row per class).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="onnxruntime execution provider.")
 @friendly_errors
-def run_cmd(bundle, classes, num_images, seed, plan_name, cfg, temperature, batch, output, outdir, as_grid, device):
+def run_cmd(bundle, classes, all_classes, num_images, seed, plan_name, cfg, temperature, batch, output, outdir, shard,
+            npz, as_grid, device):
     """Generate images from a .plan bundle (numpy + onnxruntime; no PyTorch needed).
+
+    An image depends on (--seed, class, index, --batch, -n) only: with --outdir, runs resume (files that
+    exist and decode are skipped) and --shard I/N splits a run over N workers that together write the
+    same files, byte for byte, as one unsharded run.
 
     \b
     Examples:
       gtr-run mar-tiny-fp32.plan --class 3 -o three.png
       gtr-run mar-tiny-fp32.plan -c 0 -c 1 -c 2 -n 4 --grid -o grid.png
-      gtr-run mar-l-fp16.plan --class 88 --plan mar-64 --outdir samples/
+      gtr-run mar-l-fp16.plan --class 88 --plan mar-64 -n 8 --outdir samples/
+      gtr-run mar-l-fp16.plan --all-classes -n 50 --outdir samples/ --shard 0/4    # worker 0 of 4
+      gtr-run mar-l-fp16.plan --all-classes -n 50 --outdir samples/ --npz samples.npz
     """
-    from gtr.runtime.bundle import read_bundle
-    from gtr.runtime.images import make_grid, save_png, to_uint8
-    from gtr.runtime.onnx_backend import OnnxComponents
+    from gtr.pipeline import Pipeline, PipelineError
+    from gtr.runtime.images import make_grid, save_png
 
-    b = read_bundle(bundle)
-    plan = select_plan(b, plan_name, cfg, temperature)
-    config = b.config
-    labels = _labels(classes, num_images, config.num_classes)
     if outdir and output:
         raise click.BadParameter("give -o/--output or --outdir, not both")
+    if all_classes and classes:
+        raise click.BadParameter("give --class or --all-classes, not both")
+    if (shard or npz) and not outdir:
+        raise click.BadParameter("--shard and --npz work with --outdir")
+    if shard and npz:
+        raise click.BadParameter("--npz packs the whole run: run it once after the shards, without --shard")
     if output is None and outdir is None:
         output = "out.png"
-    if output and len(labels) > 1 and not as_grid:
-        raise click.BadParameter(f"{len(labels)} images: use --grid for one PNG, or --outdir for one file each")
-    batch = batch or b.manifest.get("batch", 1)
-    if batch < 1:
-        raise click.BadParameter("--batch must be >= 1")
-    if b.manifest.get("random_weights"):
-        click.echo("note: this bundle holds RANDOM (untrained) weights; images are noise", err=True)
-    comps = OnnxComponents(b, providers=_providers(device))
-    images, seconds = generate(comps, plan, labels, seed, batch, config.token_dim, config.num_classes,
-                               desc=f"{plan.name}")
-    pixels = to_uint8(images)
-    if outdir:
-        written = []
-        for i, (img, lab) in enumerate(zip(pixels, labels)):
-            path = Path(outdir) / f"{i:04d}_class{'-' if lab is None else lab}.png"
-            save_png(img, path)
-            written.append(path)
-        where = f"{len(written)} PNGs in {outdir}"
-    else:
-        image = make_grid(pixels, ncol=num_images if classes else min(len(labels), 8)) if as_grid else pixels[0]
-        save_png(image, output)
-        where = output
-    click.echo(f"wrote {where}: {len(labels)} image(s), plan {plan.name}, {seconds / len(labels):.3f} s/image "
-               f"({comps.device_name if hasattr(comps, 'device_name') else 'onnxruntime'})")
+    try:
+        pipe = Pipeline(bundle, device=device)  # the same code path as gtr.load(...) in Python
+        classes = tuple(range(pipe.config.num_classes)) if all_classes else classes
+        if output and max(len(classes), 1) * num_images > 1 and not as_grid:
+            raise click.BadParameter(f"{max(len(classes), 1) * num_images} images: use --grid for one PNG, "
+                                     f"or --outdir for one file each")
+        request = dict(classes=classes or None, seed=seed, num_images=num_images, plan=plan_name, cfg=cfg,
+                       temperature=temperature, batch=batch)
+        plan = pipe.plan(plan_name, cfg, temperature)
+        if pipe.random_weights:
+            click.echo("note: this bundle holds RANDOM (untrained) weights; images are noise", err=True)
+        t0 = time.perf_counter()
+        if outdir:
+            result = pipe.save(outdir, shard=shard, **request)
+            made = result.written
+            where = (f"{made} PNG(s) to {outdir} ({result.skipped} already there"
+                     + (f", shard {shard[0]}/{shard[1]}" if shard else "") + ")")
+            seconds = time.perf_counter() - t0
+            if npz:
+                where += f"; packed {pipe.pack(result.paths, npz)} images into {npz}"
+        else:
+            pixels = pipe.generate(**request)
+            made, seconds = len(pixels), time.perf_counter() - t0
+            save_png(make_grid(pixels, ncol=num_images if classes else min(made, 8)) if as_grid else pixels[0], output)
+            where = f"{output}: {made} image(s)"
+    except PipelineError as e:
+        raise click.ClickException(str(e)) from None
+    speed = f", {seconds / made:.3f} s/image" if made else ""
+    click.echo(f"wrote {where}, plan {plan.name}{speed} ({pipe.device_name})")
 
 
 def select_plan(b, plan_name, cfg=None, temperature=None):
@@ -509,7 +605,7 @@ def image_psnr(a: np.ndarray, b: np.ndarray) -> float:
 # ---------------------------------------------------------------------------------------------------
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="gtr")
+@click.version_option(__version__, prog_name="gtr")  # the distribution is gtr-mar; the commands stay gtr
 def main():
     """gtr: deploy MAR image generators with GtR two-stage sampling.
 
@@ -517,7 +613,7 @@ def main():
     """
 
 
-for _cmd in (export_cmd, run_cmd, plan_cmd, inspect_cmd, check_cmd):
+for _cmd in (export_cmd, download_cmd, run_cmd, plan_cmd, inspect_cmd, check_cmd):
     main.add_command(_cmd)
 
 

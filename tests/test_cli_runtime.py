@@ -1,8 +1,10 @@
-"""gtr-export / gtr-run / gtr-inspect / gtr-check as a user runs them.
+"""gtr-export / gtr-run / gtr-inspect / gtr-check as a user runs them, and their error behaviour.
 
 The command mechanics run on `mar-test` with random weights (the official fixture layout, 16x16 grid);
-the image-quality check runs on the shipped mar-tiny when its weights are in the package.
+the image-quality check and gtr-check run on the shipped mar-tiny, whose tokens and images have real
+magnitudes (random mar-test weights give tokens ~1e5 and flat images, where no tolerance binds).
 """
+import json
 import os
 import subprocess
 import sys
@@ -19,13 +21,21 @@ from gtr.cli import main
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+@pytest.fixture(autouse=True)
+def _traceback_files_in_tmp(tmp_path, monkeypatch):
+    """Internal errors save their traceback in the temp folder: keep those of these tests in tmp_path."""
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+
 def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def one_line_error(r):
-    assert r.exit_code != 0
-    assert "Traceback" not in r.output
+    """An expected failure: exit status 1 (2 for click's usage errors), one 'Error: ...' line, not a bug."""
+    assert r.exit_code in (1, 2), (r.exit_code, r.output)
+    assert "Traceback" not in r.output and "internal error" not in r.output, r.output
     errors = [l for l in r.output.splitlines() if l.startswith("Error")]
     assert len(errors) == 1, r.output
     return errors[0]
@@ -54,12 +64,19 @@ def test_run_writes_pngs(bundle, tmp_path):
     assert grid.dtype == np.uint8 and grid.shape == (2 + 2 * 258, 2 + 2 * 258, 3)
 
 
-@pytest.mark.skipif(not tiny_shipped(), reason="mar-tiny weights are not shipped in gtr/assets/tiny yet")
-def test_mar_tiny_writes_a_recognisable_digit(tmp_path):
-    bundle = tmp_path / "mar-tiny-fp32.plan"
-    assert run("export", "--model", "mar-tiny", "--plan", "mar-64", "-o", bundle).exit_code == 0
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    if not tiny_shipped():
+        pytest.skip("mar-tiny weights are not shipped in gtr/assets/tiny yet")
+    path = tmp_path_factory.mktemp("tiny") / "mar-tiny-fp32.plan"
+    r = run("export", "--model", "mar-tiny", "--plan", "mar-64", "--plan", "mar-16", "-o", path)
+    assert r.exit_code == 0, r.output
+    return path
+
+
+def test_mar_tiny_writes_a_recognisable_digit(tiny_bundle, tmp_path):
     out = tmp_path / "three.png"
-    r = run("run", bundle, "--class", 3, "-n", 4, "--grid", "-o", out, "--seed", 0)
+    r = run("run", tiny_bundle, "--class", 3, "-n", 4, "--grid", "-o", out, "--seed", 0)
     assert r.exit_code == 0, r.output
     assert "s/image" in r.output and "plan mar-64" in r.output
     grid = np.asarray(Image.open(out))
@@ -76,7 +93,7 @@ def test_run_outdir_and_plan_choice(bundle, tmp_path):
     r = run("run", bundle, "-c", 1, "-c", 7, "--plan", "mar-16", "--outdir", tmp_path / "samples")
     assert r.exit_code == 0, r.output
     files = sorted(p.name for p in (tmp_path / "samples").iterdir())
-    assert files == ["0000_class1.png", "0001_class7.png"]
+    assert files == ["class0001_00000.png", "class0007_00000.png", "gtr-run.json"]
 
 
 def test_same_seed_same_image(bundle, tmp_path):
@@ -93,10 +110,22 @@ def test_inspect(bundle):
     assert "plan gtr" in r.output and "plan mar-16" in r.output and "backbone" in r.output
 
 
-def test_check_passes(bundle):
-    r = run("check", bundle, "--plan", "gtr")
+def test_check_passes_and_its_tolerances_bind(tiny_bundle, tmp_path):
+    """gtr-check passes the mar-tiny bundle (token error ~7e-6, PSNR ~120 dB) and fails it against
+    weights perturbed by 0.1 % (token error ~1e-2 > 1e-3)."""
+    import torch
+    from gtr.models.checkpoint import read_file, save_safetensors
+    from gtr.tiny.model import ASSET_DIR, MAR_FILE, VAE_FILE
+    r = run("check", tiny_bundle, "--plan", "mar-16")
     assert r.exit_code == 0, r.output
-    assert "PASS" in r.output
+    assert "mar-16: token max error" in r.output and "PASS" in r.output
+    g = torch.Generator().manual_seed(0)
+    weights = read_file(ASSET_DIR / MAR_FILE)
+    perturbed = {k: v * (1 + 1e-3 * torch.randn(v.shape, generator=g)) for k, v in weights.items()}
+    save_safetensors(tmp_path / "perturbed.safetensors", perturbed)
+    r = run("check", tiny_bundle, "--plan", "mar-16", "--checkpoint", tmp_path / "perturbed.safetensors",
+            "--vae", ASSET_DIR / VAE_FILE)
+    assert r.exit_code == 1 and "FAIL" in r.output, r.output
 
 
 def test_run_bad_input_keeps_existing_output(bundle, tmp_path):
@@ -128,8 +157,84 @@ def test_export_errors(tmp_path, monkeypatch):
                                         "-o", tmp_path / "x.plan"))
     assert "unknown plan" in one_line_error(run("export", "--model", "mar-test", "--random-weights", "--plan", "gtr-64",
                                                 "-o", tmp_path / "x.plan"))
-    assert "unknown model" in one_line_error(run("export", "--model", "mar-xxl", "-o", tmp_path / "x.plan"))
     assert not (tmp_path / "x.plan").exists()
+
+
+def test_unknown_model_is_a_one_line_error(tmp_path):
+    # Needs gtr.configs.get_config to raise the project's ConfigError (a KeyError subclass), not KeyError.
+    assert "unknown model" in one_line_error(run("export", "--model", "mar-xxl", "-o", tmp_path / "x.plan"))
+
+
+def test_mutated_bundles_are_one_line_errors(bundle, tmp_path):
+    from test_fuzz import _assemble  # a crafted manifest with a valid checksum
+    data = bundle.read_bytes()
+    mlen = int.from_bytes(data[12:20], "little")
+    manifest = json.loads(data[52:52 + mlen])
+    start = -(-(52 + mlen) // 64) * 64
+    member = next(iter(manifest["members"]))
+    bogus = [dict(manifest, members={**manifest["members"], member: {**manifest["members"][member], key: value}})
+             for key, value in (("offset", -64), ("length", 2**63), ("offset", 64.0), ("sha256", None))]
+    flipped = bytearray(data)
+    flipped[13] ^= 0x10  # manifest length
+    mutants = [bytes(flipped), data + b"\0" * 10, data[:start + 1000]] + [_assemble(m, data[start:]) for m in bogus]
+    out = tmp_path / "out.png"
+    for i, mutant in enumerate(mutants):
+        path = tmp_path / f"m{i}.plan"
+        path.write_bytes(mutant)
+        for args in (("run", path, "-c", 1, "-o", out), ("inspect", path)):
+            line = one_line_error(run(*args))
+            assert any(word in line for word in ("damaged", "truncated", "malformed")), line
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not tiny_shipped(), reason="uses the shipped mar-tiny weights as the undamaged VAE file")
+def test_damaged_checkpoints_are_one_line_errors(tmp_path):
+    from gtr.tiny.model import ASSET_DIR, MAR_FILE, VAE_FILE
+    good_vae = ASSET_DIR / VAE_FILE
+    for name, data in (("cut.pth", b"PK\x03\x04" + bytes(100)), ("garbage.ckpt", os.urandom(3000)),
+                       ("cut.safetensors", (ASSET_DIR / MAR_FILE).read_bytes()[:5000])):
+        path = tmp_path / name
+        path.write_bytes(data)
+        line = one_line_error(run("export", "--model", "mar-test", "--checkpoint", path, "--vae", good_vae,
+                                  "-o", tmp_path / "x.plan"))
+        assert str(path) in line and ("checkpoint" in line or "safetensors" in line), line
+    assert not (tmp_path / "x.plan").exists()
+
+
+def test_bugs_are_reported_as_internal_errors(bundle, tmp_path, monkeypatch):
+    """A bug (here: the sampler raising KeyError) is not a one-line 'Error: fts_rest': it says it is an
+    internal error and where the full traceback went, exits with 70, and writes no output."""
+    import gtr.runtime.sampler as sampler
+
+    def broken(*args):
+        raise KeyError("fts_rest")
+
+    monkeypatch.setattr(sampler, "step_calls", broken)
+    out = tmp_path / "out.png"
+    r = run("run", bundle, "-c", 1, "-o", out)
+    assert r.exit_code == 70 and not out.exists()
+    [line] = [l for l in r.output.splitlines() if l.startswith("Error")]
+    assert "internal error" in line and "KeyError: fts_rest" in line and "--debug" in line
+    [log] = tmp_path.glob("gtr-run-*.log")
+    assert str(log) in line
+    text = log.read_text()
+    assert "Traceback" in text and "KeyError: 'fts_rest'" in text
+    # --debug (or GTR_DEBUG=1) shows the traceback instead: the exception propagates.
+    r = run("run", bundle, "-c", 1, "-o", out, "--debug")
+    assert isinstance(r.exception, KeyError) and r.exit_code != 0
+    monkeypatch.setenv("GTR_DEBUG", "1")
+    r = run("inspect", tmp_path / "missing.plan")  # expected errors show their traceback too
+    assert r.exception is not None and r.exception.__class__.__name__ == "BundleError"
+    assert not out.exists()
+
+
+def test_os_errors_on_user_paths_are_one_line_errors(bundle, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")
+    line = one_line_error(run("run", bundle, "-c", 1, "-o", blocker / "out.png"))  # its folder is a file
+    assert str(blocker) in line
+    line = one_line_error(run("plan", "show", "gtr", "--json", blocker / "sub" / "p.json"))
+    assert str(blocker) in line
 
 
 def test_gtr_run_cli_needs_no_torch(bundle, tmp_path):

@@ -1,0 +1,160 @@
+"""The official MAR weights: where they come from, where they go, and a resumable, checked download.
+
+Files land where gtr-export looks for them: $GTR_HOME/<model>/checkpoint-last.pth and $GTR_HOME/kl16.ckpt.
+A transfer goes to <file>.part (resumed with an HTTP Range request when it is there), is checked
+against the size the server announced and renamed into place; the sha256 of the finished file is
+recorded beside it (<file>.sha256, `sha256sum -c` format) and every later run verifies it.
+Standard library only (urllib), so it works where torch is not installed.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+# name -> (path under $GTR_HOME, official URL: the links the MAR repository publishes; dl=1 makes
+# Dropbox send the file itself instead of its preview page).
+OFFICIAL = {
+    "mar-b": ("mar-b/checkpoint-last.pth", "https://www.dropbox.com/scl/fi/f6dpuyjb7fudzxcyhvrhk/checkpoint-last.pth"
+                                           "?rlkey=a6i4bo71vhfo4anp33n9ukujb&dl=1"),
+    "mar-l": ("mar-l/checkpoint-last.pth", "https://www.dropbox.com/scl/fi/pxacc5b2mrt3ifw4cah6k/checkpoint-last.pth"
+                                           "?rlkey=m48ovo6g7ivcbosrbdaz0ehqt&dl=1"),
+    "mar-h": ("mar-h/checkpoint-last.pth", "https://www.dropbox.com/scl/fi/1qmfx6fpy3k7j9vcjjs3s/checkpoint-last.pth"
+                                           "?rlkey=4lae281yzxb406atp32vzc83o&dl=1"),
+    "kl16": ("kl16.ckpt", "https://www.dropbox.com/scl/fi/hhmuvaiacrarfg28qxhwz/kl16.ckpt"
+                          "?rlkey=l44xipsezc8atcffdp4q7mwmh&dl=1"),
+}
+VAE = "kl16"  # every MAR model decodes with it, so downloading a model fetches it too
+MIRROR_ENV = "GTR_MIRROR"  # base URL of a copy with the same layout (an internal mirror; the tests)
+TIMEOUT = 60  # seconds without data before a transfer counts as interrupted
+CHUNK = 1 << 20
+# Some file hosts answer unknown clients with a web page; the official download script identifies as wget.
+USER_AGENT = "Wget/1.21 (gtr-mar)"
+
+
+class DownloadError(Exception):
+    """A download that could not be done or checked; the message says what to do (one line)."""
+
+
+@dataclass(frozen=True)
+class Download:
+    name: str
+    url: str
+    dest: Path
+
+    @property
+    def part(self) -> Path:
+        return self.dest.with_name(self.dest.name + ".part")
+
+    @property
+    def checksum(self) -> Path:
+        return self.dest.with_name(self.dest.name + ".sha256")
+
+
+def downloads(models, home, mirror: str | None = None) -> list[Download]:
+    """The files for these models (each MAR model brings kl16), from the official URLs or from
+    mirror (default: $GTR_MIRROR) + the file's path under home."""
+    mirror = os.environ.get(MIRROR_ENV) if mirror is None else mirror
+    names: list[str] = []
+    for model in models:
+        if model not in OFFICIAL:
+            raise DownloadError(f"no official files for {model!r}; downloadable: {', '.join(OFFICIAL)}")
+        names += [n for n in (model, VAE) if n not in names]
+    return [Download(n, f"{mirror.rstrip('/')}/{OFFICIAL[n][0]}" if mirror else OFFICIAL[n][1], Path(home) / OFFICIAL[n][0])
+            for n in names]
+
+
+def state(d: Download) -> str:
+    """What is on disk for d, in words (for --dry-run)."""
+    if d.dest.is_file():
+        return "present, sha256 recorded" if d.checksum.is_file() else "present (placed by hand, not verified)"
+    if d.part.is_file():
+        return f"partial ({d.part.stat().st_size:,} bytes): would resume"
+    return "missing: would download"
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch(d: Download, progress: bool = True) -> str:
+    """Make d.dest hold the file: verify it if it is there, else download it. Returns what was done."""
+    if d.dest.is_file():
+        if not d.checksum.is_file():
+            return "present (placed by hand, not verified)"
+        recorded = d.checksum.read_text().split()[0]
+        if sha256_file(d.dest) != recorded:
+            raise DownloadError(f"{d.dest}: sha256 differs from the one recorded when it was downloaded (the file "
+                                f"is damaged); delete it and download it again")
+        return "present, sha256 verified"
+    d.dest.parent.mkdir(parents=True, exist_ok=True)
+    _transfer(d, progress)
+    digest = sha256_file(d.part)
+    os.replace(d.part, d.dest)  # atomic: dest is either absent or complete
+    from gtr.runtime.files import atomic_write_text
+    atomic_write_text(d.checksum, f"{digest}  {d.dest.name}\n")
+    return f"downloaded, sha256 {digest[:16]}… recorded"
+
+
+def _looks_like_html(head: bytes) -> bool:
+    return head.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html"))
+
+
+def _transfer(d: Download, progress: bool) -> None:
+    """Download d.url into d.part, continuing a partial file; raise DownloadError unless it is complete."""
+    have = d.part.stat().st_size if d.part.is_file() else 0
+    headers = {"User-Agent": USER_AGENT, **({"Range": f"bytes={have}-"} if have else {})}
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(d.url, headers=headers), timeout=TIMEOUT)
+    except urllib.error.HTTPError as e:
+        total = re.fullmatch(r"bytes \*/(\d+)", e.headers.get("Content-Range", "") or "")
+        if e.code == 416 and total and int(total.group(1)) == have:
+            return  # the partial file is already complete (stopped just before its rename)
+        if e.code == 416:
+            d.part.unlink()  # a partial file the server cannot continue: start again next time
+        raise DownloadError(f"{d.name}: {d.url} answered HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise DownloadError(f"{d.name}: cannot reach {d.url}: {getattr(e, 'reason', e)}") from None
+    with response:
+        if "html" in response.headers.get("Content-Type", "").lower():
+            raise DownloadError(f"{d.name}: {d.url} sent a web page instead of the file (the link may have "
+                                f"moved or need a login); nothing was kept")
+        start = have if response.status == 206 else 0  # 200: the server ignored the range, start over
+        length = response.headers.get("Content-Length")
+        total = start + int(length) if length is not None else None
+        from tqdm import tqdm
+        with open(d.part, "ab" if start else "wb") as f, \
+                tqdm(total=total, initial=start, desc=d.name, unit="B", unit_scale=True, unit_divisor=1024,
+                     leave=False, disable=None if progress else True) as bar:
+            first, interrupted = True, False
+            while True:
+                try:
+                    block = response.read(CHUNK)
+                except (OSError, http.client.HTTPException):  # reset, timed out, cut chunked body
+                    interrupted = True  # keep what arrived, for a resume
+                    break
+                if not block:
+                    break
+                if first and start == 0 and _looks_like_html(block):
+                    f.close()
+                    d.part.unlink()
+                    raise DownloadError(f"{d.name}: {d.url} sent a web page instead of the file; nothing was kept")
+                first = False
+                f.write(block)
+                bar.update(len(block))
+    size = d.part.stat().st_size
+    if interrupted or (total is not None and size != total):  # the size check
+        if total is not None and size > total:
+            d.part.unlink()
+        of = f"{total:,}" if total is not None else "?"
+        raise DownloadError(f"{d.name}: transfer interrupted at {size:,} of {of} bytes; run the same command again "
+                            f"to resume")

@@ -1,0 +1,63 @@
+"""gtr.export(...): what gtr-export does, for Python users (gtr-export calls this; needs torch).
+
+    import gtr
+    gtr.export("mar-tiny", "mar-tiny-fp32.plan", plans=["mar-64", "gtr"])
+    gtr.export("mar-l", precision="fp16", download=True)     # fetches the official weights first
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+
+def export(model: str, output=None, *, precision: str = "fp32", plans=None, checkpoint=None, vae=None,
+           weights: str = "ema", random_weights: bool = False, download: bool = False, batch: int = 1,
+           seed: int = 0, log=print, **plan_options) -> Path:
+    """Export `model` (mar-b, mar-l, mar-h, mar-tiny, mar-test) into one .plan bundle; returns its path.
+
+    output: default <model>-<precision>.plan. plans: names, mar-N or plan .json files (the first is
+    the default of gtr-run); default gtr and mar-64 (mar-tiny: mar-64 first). Weights: checkpoint / vae,
+    else $GTR_HOME (download=True fetches the official files there first), or random_weights (seed).
+    plan_options: the plan options of gtr-plan by their Python names (cfg, temperature, t_rec, ...).
+    log: called with each progress line (None: quiet).
+    """
+    from gtr.cli import DEFAULT_PLANS, PLAN_OPTION_NAMES, cache_dir, find_weights, make_plans
+    from gtr.configs import get_config
+    from gtr.export.onnx_export import ExportError
+    say = log or (lambda line: None)
+    unknown = sorted(set(plan_options) - set(PLAN_OPTION_NAMES))
+    if unknown:
+        raise TypeError(f"export() got unknown plan options {unknown}; known: {', '.join(PLAN_OPTION_NAMES)}")
+    if precision == "int8":
+        raise ExportError("--precision int8 needs calibration data and Q/DQ graphs, which are not implemented "
+                          "yet; use fp32 or fp16")
+    if precision not in ("fp32", "fp16"):
+        raise ExportError(f"precision must be fp32 or fp16, got {precision!r}")
+    if not isinstance(batch, int) or batch < 1:
+        raise ExportError(f"batch must be an integer >= 1, got {batch!r}")
+    config = get_config(model)
+    plan_objs = make_plans(list(plans or DEFAULT_PLANS.get(model, ("gtr", "mar-64"))), config, plan_options)
+    output = Path(output or f"{model}-{precision}.plan")
+    if download and not random_weights:
+        _download_missing(model, checkpoint, vae, cache_dir(), say)
+
+    from gtr.export.exporter import export_bundle
+    from gtr.export.weights import build_models
+    t0 = time.perf_counter()
+    mar, vae_model, sources = build_models(config, checkpoint=checkpoint, vae=vae, weights=weights,
+                                           random_weights=random_weights, seed=seed, find_weights=find_weights)
+    say(f"exporting {config.name} ({'RANDOM weights' if random_weights else sources.get('checkpoint', '')}) "
+        f"at {precision}, plans: {', '.join(p.name for p in plan_objs)}, batch {batch}")
+    summary = export_bundle(config, mar, vae_model, plan_objs, batch=batch, precision=precision, out_path=output,
+                            random_weights=random_weights, sources=sources, log=say)
+    say(f"wrote {output} ({summary['size'] / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f} s")
+    return output
+
+
+def _download_missing(model, checkpoint, vae, home, say) -> None:
+    """Fetch (or verify) the official files that no explicit path replaces."""
+    from gtr.download import VAE, downloads, fetch
+    wanted = {n for n, given in ((model, checkpoint), (VAE, vae)) if given is None}
+    for d in downloads([model], home):
+        if d.name in wanted:
+            say(f"{d.name}: {fetch(d)} ({d.dest})")

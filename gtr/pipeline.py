@@ -1,0 +1,211 @@
+"""The pipeline: one object over a bundle that turns classes and a seed into images (what gtr-run runs).
+
+    import gtr
+    pipe = gtr.load("mar-tiny-fp32.plan")      # numpy + onnxruntime, no torch
+    images = pipe([3, 5], seed=0, num_images=2)  # 4 PIL images, class-major: 3, 3, 5, 5
+    pipe.save("samples/", range(10), num_images=50, shard=(0, 4))  # long runs: resumable, sharded
+
+Seeding (gtr.runtime.shards): each class's images are sampled in chunks of `batch` with a seed
+derived from (seed, class, first index), so an image depends on (seed, class, index, batch,
+num_images) and on nothing else: not on the other classes, nor on sharding.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gtr.runtime import outdir, shards
+from gtr.runtime.bundle import Bundle, read_bundle
+from gtr.runtime.images import save_png, to_uint8
+
+BACKENDS = ("onnxruntime",)  # "auto" picks the first; TensorRT engines are not built yet
+
+
+class PipelineError(Exception):
+    """A request the pipeline cannot run (unknown plan, bad class, device, shard, folder); one line."""
+
+
+@dataclass
+class SaveResult:
+    written: int                 # PNGs written by this call
+    skipped: int                 # PNGs of this shard already there (complete), left untouched
+    paths: list[Path] = field(default_factory=list)  # every image of the run (all shards), class-major
+    seconds: float = 0.0
+
+
+def providers(device: str) -> list[str]:
+    """onnxruntime execution providers for device auto | cpu | cuda."""
+    import onnxruntime as ort
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device not in ("auto", "cuda"):
+        raise PipelineError(f"device must be auto, cpu or cuda, got {device!r}")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise PipelineError("device cuda: onnxruntime has no CUDA provider here "
+                            "(install onnxruntime-gpu: pip install 'gtr-mar[gpu]')")
+    return ["CPUExecutionProvider"]
+
+
+class Pipeline:
+    """Images from a .plan bundle. `plans` {name: SamplingPlan} (the first is the default), `config`
+    the model (MARConfig), `batch` the default images per sampling call (the export batch)."""
+
+    def __init__(self, bundle, device: str = "auto", backend: str = "auto", threads: int | None = None):
+        if backend not in ("auto",) + BACKENDS:
+            raise PipelineError(f"backend {backend!r} is not available; this gtr runs bundles on: {', '.join(BACKENDS)}")
+        from gtr.runtime.onnx_backend import OnnxComponents
+        self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
+        self.config = self.bundle.config
+        self.plans = self.bundle.plans()
+        self.batch = int(self.bundle.manifest.get("batch", 1))
+        self.random_weights = bool(self.bundle.manifest.get("random_weights"))
+        self.components = OnnxComponents(self.bundle, providers=providers(device), threads=threads)
+
+    def __repr__(self):
+        return f"Pipeline({str(self.bundle.path)!r}, model={self.config.name}, plans={list(self.plans)})"
+
+    @property
+    def device_name(self) -> str:
+        return self.components.device_name
+
+    # ---- requests
+
+    def plan(self, name: str | None = None, cfg: float | None = None, temperature: float | None = None):
+        """A plan of the bundle by name (default: the first), with cfg / temperature overridden if given."""
+        name = name or next(iter(self.plans))
+        if name not in self.plans:
+            raise PipelineError(f"the bundle has no plan {name!r}; it has: {', '.join(self.plans)}")
+        plan = self.plans[name]
+        if cfg is not None:
+            plan = plan.replace(cfg=cfg)  # the CFG head graph is always exported
+        if temperature is not None:
+            plan = plan.replace(temperature=temperature)
+        return plan
+
+    def _request(self, classes, num_images, batch, plan, cfg, temperature):
+        """(labels, num_images, batch, plan) checked; classes None = unconditional."""
+        if classes is None:
+            labels = [None]
+        elif isinstance(classes, (int, np.integer)):
+            labels = [int(classes)]
+        else:
+            labels = [None if c is None else int(c) for c in classes]
+        n = self.config.num_classes
+        for c in labels:
+            if c is not None and not 0 <= c < n:
+                raise PipelineError(f"class {c} is out of range: the model has {n} classes (0..{n - 1})")
+        repeated = sorted({str(c) for c in labels if labels.count(c) > 1})
+        if repeated:  # the same (class, index) is the same image: ask for more with num_images
+            raise PipelineError(f"class {', '.join(repeated)} is given more than once; use num_images for more images")
+        if not labels or num_images < 1:
+            raise PipelineError("nothing to generate: give at least one class and num_images >= 1")
+        batch = self.batch if batch is None else int(batch)
+        if batch < 1:
+            raise PipelineError("batch must be >= 1")
+        return labels, int(num_images), batch, self.plan(plan, cfg, temperature)
+
+    # ---- generation
+
+    def _sample(self, plan, chunk: shards.Chunk, seed: int, bar) -> np.ndarray:
+        """One sampling call: the chunk's images as uint8 [count, H, W, 3]."""
+        from gtr.runtime.sampler import sample
+        steps = plan.num_steps
+        result = sample(self.components, plan, [chunk.label] * chunk.count, shards.chunk_seed(seed, chunk),
+                        token_dim=self.config.token_dim, num_classes=self.config.num_classes,
+                        progress=lambda s: bar.set_postfix_str(f"step {s + 1}/{steps}", refresh=False))
+        bar.update(chunk.count)
+        return to_uint8(result.images)
+
+    @staticmethod
+    def _bar(total: int, desc: str, progress: bool):
+        from tqdm import tqdm
+        return tqdm(total=total, desc=desc, unit="img", leave=False, disable=None if progress else True)
+
+    def generate(self, classes=None, seed: int = 0, num_images: int = 1, plan: str | None = None,
+                 cfg: float | None = None, temperature: float | None = None, batch: int | None = None,
+                 progress: bool = True) -> np.ndarray:
+        """Like calling the pipeline, but returns uint8 pixels [N, H, W, 3]."""
+        labels, num_images, batch, plan_obj = self._request(classes, num_images, batch, plan, cfg, temperature)
+        todo = shards.chunks(labels, num_images, batch)
+        with self._bar(len(labels) * num_images, plan_obj.name, progress) as bar:
+            return np.concatenate([self._sample(plan_obj, c, seed, bar) for c in todo])
+
+    def __call__(self, classes=None, seed: int = 0, num_images: int = 1, plan: str | None = None,
+                 cfg: float | None = None, temperature: float | None = None, batch: int | None = None,
+                 progress: bool = True) -> list:
+        """Generate num_images per class (classes: ids, one id, or None = unconditional); returns a list
+        of PIL images, class-major. plan: one of `plans` (default: the first); cfg / temperature
+        override the plan's; batch: images per sampling call (default: the export batch)."""
+        from PIL import Image
+        pixels = self.generate(classes, seed, num_images, plan, cfg, temperature, batch, progress)
+        return [Image.fromarray(p) for p in pixels]
+
+    def save(self, folder, classes=None, seed: int = 0, num_images: int = 1, plan: str | None = None,
+             cfg: float | None = None, temperature: float | None = None, batch: int | None = None,
+             shard: tuple[int, int] | str | None = None, progress: bool = True) -> SaveResult:
+        """Write one PNG per image into folder (gtr.runtime.outdir names), for long runs.
+
+        Resumes: a chunk whose files all exist and decode is skipped, and only missing files are
+        written (atomically). shard (I, N) or "I/N": make only shard I of N (gtr.runtime.shards), the
+        same images, byte for byte, that an unsharded run writes there. A folder made with other
+        settings (bundle, plan, seed, batch, num_images) is refused.
+        """
+        labels, num_images, batch, plan_obj = self._request(classes, num_images, batch, plan, cfg, temperature)
+        try:
+            index, count = shards.parse_shard(shard if isinstance(shard, str) else "/".join(map(str, shard or (0, 1))))
+        except ValueError as e:
+            raise PipelineError(str(e)) from None
+        folder = Path(folder)
+        record = dict(bundle=self.fingerprint(), plan=plan_obj.to_dict(), seed=int(seed), batch=batch,
+                      num_images=num_images)
+        differ = outdir.check_record(folder, record)
+        if differ:
+            raise PipelineError(f"{folder} holds images made with other settings ({', '.join(differ)} differ, "
+                                f"see {outdir.RECORD}); use another folder or the same settings")
+        size = self.config.img_size
+
+        def path(label, i):
+            return folder / outdir.image_name(label, i)
+
+        mine = shards.shard(shards.chunks(labels, num_images, batch), index, count)
+        written = skipped = 0
+        t0 = time.perf_counter()
+        with self._bar(sum(c.count for c in mine), f"{plan_obj.name} {index}/{count}", progress) as bar:
+            for chunk in mine:
+                missing = [i for i in chunk.indices if not outdir.is_complete(path(chunk.label, i), size)]
+                if not missing:
+                    skipped += chunk.count
+                    bar.update(chunk.count)
+                    continue
+                pixels = self._sample(plan_obj, chunk, seed, bar)
+                for i in missing:
+                    save_png(pixels[i - chunk.start], path(chunk.label, i))
+                written += len(missing)
+                skipped += chunk.count - len(missing)
+        paths = [path(label, i) for label in labels for i in range(num_images)]
+        return SaveResult(written, skipped, paths, time.perf_counter() - t0)
+
+    def fingerprint(self) -> str:
+        """The bundle's identity for run records: a digest of its members' sha256s."""
+        members = self.bundle.manifest.get("members", {})
+        text = ",".join(f"{name}:{m.get('sha256')}" for name, m in sorted(members.items()))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def pack(self, paths, out) -> int:
+        """Pack images written by `save` into out (.npz, uint8 arr_0 [N, H, W, 3]); returns N."""
+        try:
+            return outdir.pack_npz(paths, out, self.config.img_size)
+        except FileNotFoundError as e:
+            raise PipelineError(str(e)) from None
+
+
+def load(path: str | os.PathLike, device: str = "auto", backend: str = "auto") -> Pipeline:
+    """Open a .plan bundle as a pipeline (numpy + onnxruntime; torch is not needed)."""
+    return Pipeline(path, device=device, backend=backend)

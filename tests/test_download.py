@@ -1,0 +1,193 @@
+"""gtr download / gtr-export --download against an HTTP server on 127.0.0.1 started by the test.
+
+The server serves small files in the official layout (mar-b/checkpoint-last.pth, kl16.ckpt) through
+$GTR_MIRROR and can cut a transfer short, send an HTML page instead, or ignore Range requests.
+No test contacts the official URLs.
+"""
+import hashlib
+import http.server
+import os
+import re
+import threading
+
+import pytest
+from click.testing import CliRunner
+
+from gtr import download as dl
+from gtr.cli import main
+
+FILES = {"/mar-b/checkpoint-last.pth": os.urandom(300_000), "/kl16.ckpt": os.urandom(70_000)}
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.requests = []        # (path, Range header) of every request
+        self.cut_once = set()     # paths whose next transfer stops halfway
+        self.html = set()         # paths answered with a web page
+        self.ranges = True        # False: ignore Range, always send the whole file
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    timeout = 10  # a stuck client cannot hold the test
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        srv, path = self.server, self.path
+        srv.requests.append((path, self.headers.get("Range")))
+        if path in srv.html:
+            page = b"<!DOCTYPE html><html><body>Sign in to continue</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+            return
+        if path not in FILES:
+            self.send_error(404)
+            return
+        data, start = FILES[path], 0
+        m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        if m and srv.ranges:
+            start = int(m.group(1))
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        body = data[start:]
+        if path in srv.cut_once:  # announce the whole body, send half, hang up
+            srv.cut_once.discard(path)
+            body = body[: len(body) // 2]
+        self.wfile.write(body)
+
+
+@pytest.fixture()
+def server(monkeypatch, tmp_path):
+    srv = Server()
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    monkeypatch.setenv("GTR_MIRROR", srv.url)
+    monkeypatch.setenv("GTR_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(dl, "TIMEOUT", 10)
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_line_error(r):
+    assert r.exit_code in (1, 2), (r.exit_code, r.output)  # an expected failure, not an internal error
+    assert "Traceback" not in r.output and "internal error" not in r.output, r.output
+    errors = [line for line in r.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1, r.output
+    return errors[0]
+
+
+def home_files(tmp_path):
+    home = tmp_path / "home"
+    return sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file()) if home.exists() else []
+
+
+def test_dry_run_prints_official_urls_and_destinations(monkeypatch, tmp_path):
+    monkeypatch.delenv("GTR_MIRROR", raising=False)
+    monkeypatch.setenv("GTR_HOME", str(tmp_path / "home"))
+    r = run("download", "mar-b", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert dl.OFFICIAL["mar-b"][1] in r.output and dl.OFFICIAL["kl16"][1] in r.output
+    assert "www.dropbox.com" in r.output
+    assert str(tmp_path / "home" / "mar-b" / "checkpoint-last.pth") in r.output
+    assert str(tmp_path / "home" / "kl16.ckpt") in r.output
+    assert not (tmp_path / "home").exists()  # nothing fetched, nothing created
+    assert "downloadable: mar-b, mar-l, mar-h, kl16" in one_line_error(run("download", "mar-xl", "--dry-run"))
+
+
+def test_download_records_and_verifies_sha256(server, tmp_path):
+    r = run("download", "mar-b")
+    assert r.exit_code == 0, r.output
+    assert home_files(tmp_path) == ["kl16.ckpt", "kl16.ckpt.sha256", "mar-b/checkpoint-last.pth",
+                                    "mar-b/checkpoint-last.pth.sha256"]
+    for rel, data in (("mar-b/checkpoint-last.pth", FILES["/mar-b/checkpoint-last.pth"]), ("kl16.ckpt", FILES["/kl16.ckpt"])):
+        path = tmp_path / "home" / rel
+        assert path.read_bytes() == data
+        assert (path.parent / (path.name + ".sha256")).read_text() == f"{hashlib.sha256(data).hexdigest()}  {path.name}\n"
+    # again: verified from disk, no request
+    n = len(server.requests)
+    r = run("download", "mar-b", "kl16")
+    assert r.exit_code == 0 and r.output.count("sha256 verified") == 2, r.output
+    assert len(server.requests) == n
+    # a damaged file is caught by its recorded sha256
+    ckpt = tmp_path / "home" / "kl16.ckpt"
+    data = bytearray(ckpt.read_bytes())
+    data[1000] ^= 0xFF
+    ckpt.write_bytes(bytes(data))
+    assert "sha256 differs" in one_line_error(run("download", "kl16"))
+    r = run("download", "kl16", "--dry-run")
+    assert "present, sha256 recorded" in r.output and server.url in r.output
+
+
+def test_interrupted_transfer_resumes(server, tmp_path):
+    server.cut_once.add("/kl16.ckpt")
+    msg = one_line_error(run("download", "kl16"))
+    assert "interrupted at 35,000 of 70,000 bytes" in msg and "again to resume" in msg
+    assert home_files(tmp_path) == ["kl16.ckpt.part"]  # no file appears before it is complete
+    assert "partial (35,000 bytes): would resume" in run("download", "kl16", "--dry-run").output
+    r = run("download", "kl16")
+    assert r.exit_code == 0, r.output
+    assert server.requests[-1] == ("/kl16.ckpt", "bytes=35000-")
+    assert (tmp_path / "home" / "kl16.ckpt").read_bytes() == FILES["/kl16.ckpt"]
+    assert home_files(tmp_path) == ["kl16.ckpt", "kl16.ckpt.sha256"]
+
+
+def test_server_without_ranges_starts_over(server, tmp_path):
+    server.ranges = False
+    part = tmp_path / "home" / "kl16.ckpt.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"stale bytes of an older attempt")
+    assert run("download", "kl16").exit_code == 0
+    assert (tmp_path / "home" / "kl16.ckpt").read_bytes() == FILES["/kl16.ckpt"]
+
+
+def test_html_page_instead_of_file(server, tmp_path):
+    server.html.add("/mar-b/checkpoint-last.pth")
+    msg = one_line_error(run("download", "mar-b"))
+    assert "web page instead of the file" in msg and "nothing was kept" in msg
+    assert not any(f.startswith("mar-b") for f in home_files(tmp_path))
+
+
+def test_html_without_content_type_is_caught_too(server, tmp_path, monkeypatch):
+    page = b"  <!doctype html><html>moved</html>"
+    monkeypatch.setitem(FILES, "/kl16.ckpt", page)
+    assert "web page" in one_line_error(run("download", "kl16"))
+    assert home_files(tmp_path) == []
+
+
+def test_export_download_fetches_then_uses_the_files(server, tmp_path):
+    """gtr-export --download fetches into $GTR_HOME and goes on to load them (these are not real
+    checkpoints, so loading fails: with a checkpoint error, not 'missing weights')."""
+    r = run("export", "--model", "mar-b", "--download", "-o", tmp_path / "b.plan")
+    assert "not a PyTorch checkpoint" in one_line_error(r)
+    assert "mar-b: downloaded" in r.output and "kl16: downloaded" in r.output
+    assert "missing weights" not in r.output
+    assert (tmp_path / "home" / "mar-b" / "checkpoint-last.pth").is_file() and not (tmp_path / "b.plan").exists()
+    assert "no official files for 'mar-test'" in one_line_error(
+        run("export", "--model", "mar-test", "--download", "-o", tmp_path / "t.plan"))
