@@ -23,7 +23,7 @@ from gtr.runtime import outdir, shards
 from gtr.runtime.bundle import Bundle, read_bundle
 from gtr.runtime.images import save_png, to_uint8
 
-BACKENDS = ("onnxruntime",)  # "auto" picks the first; TensorRT engines are not built yet
+BACKENDS = ("onnxruntime", "tensorrt")  # "auto": TensorRT where the bundle's engines run, else onnxruntime (gtr.backends)
 
 
 class PipelineError(Exception):
@@ -57,16 +57,20 @@ class Pipeline:
     """Images from a .plan bundle. `plans` {name: SamplingPlan} (the first is the default), `config`
     the model (MARConfig), `batch` the default images per sampling call (the export batch)."""
 
-    def __init__(self, bundle, device: str = "auto", backend: str = "auto", threads: int | None = None):
+    def __init__(self, bundle, device: str = "auto", backend: str = "auto", threads: int | None = None,
+                 rebuild: bool = False):
         if backend not in ("auto",) + BACKENDS:
             raise PipelineError(f"backend {backend!r} is not available; this gtr runs bundles on: {', '.join(BACKENDS)}")
-        from gtr.runtime.onnx_backend import OnnxComponents
+        from gtr.backends import make_components
         self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
+        if device not in ("auto", "cpu", "cuda"):
+            raise PipelineError(f"device must be auto, cpu or cuda, got {device!r}")
+        # rebuild=True builds missing TensorRT engines into the bundle file, so the bundle may be a new one
+        self.components, self.bundle = make_components(self.bundle, backend, device, threads, rebuild=rebuild)
         self.config = self.bundle.config
         self.plans = self.bundle.plans()
         self.batch = int(self.bundle.manifest.get("batch", 1))
         self.random_weights = bool(self.bundle.manifest.get("random_weights"))
-        self.components = OnnxComponents(self.bundle, providers=providers(device), threads=threads)
 
     def __repr__(self):
         return f"Pipeline({str(self.bundle.path)!r}, model={self.config.name}, plans={list(self.plans)})"
@@ -193,8 +197,10 @@ class Pipeline:
         return SaveResult(written, skipped, paths, time.perf_counter() - t0)
 
     def fingerprint(self) -> str:
-        """The bundle's identity for run records: a digest of its members' sha256s."""
-        members = self.bundle.manifest.get("members", {})
+        """The bundle's identity for run records: a digest of its members' sha256s. TensorRT engines are
+        left out: adding them (gtr-build) does not change the images a run makes."""
+        engines = {e.get("member") for e in self.bundle.manifest.get("engines") or []}
+        members = {k: v for k, v in self.bundle.manifest.get("members", {}).items() if k not in engines}
         text = ",".join(f"{name}:{m.get('sha256')}" for name, m in sorted(members.items()))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -206,6 +212,7 @@ class Pipeline:
             raise PipelineError(str(e)) from None
 
 
-def load(path: str | os.PathLike, device: str = "auto", backend: str = "auto") -> Pipeline:
-    """Open a .plan bundle as a pipeline (numpy + onnxruntime; torch is not needed)."""
-    return Pipeline(path, device=device, backend=backend)
+def load(path: str | os.PathLike, device: str = "auto", backend: str = "auto", rebuild: bool = False) -> Pipeline:
+    """Open a .plan bundle as a pipeline (numpy + onnxruntime or TensorRT; torch is not needed).
+    backend: auto | onnxruntime | tensorrt (gtr.backends); rebuild: build missing TensorRT engines first."""
+    return Pipeline(path, device=device, backend=backend, rebuild=rebuild)

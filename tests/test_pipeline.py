@@ -82,8 +82,8 @@ def test_pipeline_errors(pipe, bundle):
         pipe([1, 1])
     with pytest.raises(PipelineError, match="batch"):
         pipe(1, batch=0)
-    with pytest.raises(PipelineError, match="backend 'tensorrt' is not available"):
-        gtr.load(bundle, backend="tensorrt")
+    with pytest.raises(PipelineError, match="backend 'onnx' is not available"):
+        gtr.load(bundle, backend="onnx")
     with pytest.raises(PipelineError, match="device"):
         gtr.load(bundle, device="gpu")
 

@@ -170,6 +170,7 @@ class Bundle:
         try:
             self._check_padding(name, HEADER_SIZE + mlen)
             self._check_graphs(name)
+            self._check_engines(name)
             if verify:
                 self.verify()
         except BaseException:
@@ -198,6 +199,20 @@ class Bundle:
                 if (ref is not None or key == "member") and (not isinstance(ref, str) or ref not in self._members):
                     raise BundleError(f"{name}: damaged bundle: graph {graph!r} needs member {ref!r}, "
                                       f"which is missing")
+
+    def _check_engines(self, name: str) -> None:
+        """TensorRT engines (optional, gtr.runtime.engine_store): a list of entries, each naming a graph
+        of the bundle and a member that holds the engine."""
+        engines = self.manifest.get("engines", [])
+        if not isinstance(engines, list) or not all(isinstance(e, dict) for e in engines):
+            raise BundleError(f"{name}: manifest has a malformed engine table")
+        for e in engines:
+            component = e.get("component")
+            if not isinstance(component, str) or component not in self.graphs:
+                raise BundleError(f"{name}: manifest has an engine for {component!r}, which is not a graph")
+            if not isinstance(e.get("member"), str) or e["member"] not in self._members:
+                raise BundleError(f"{name}: damaged bundle: the {component!r} engine needs member "
+                                  f"{e.get('member')!r}, which is missing")
 
     # ---- members
 
