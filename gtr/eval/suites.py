@@ -1,7 +1,8 @@
 """Named sets of plans for gtr-eval: the GtR paper's comparisons and a quality-vs-FLOPs sweep.
 
 Each entry is (row name, preset, builder options, family). The row name becomes the plan's name, so
-rows stay distinct in tables, JSON and grids; the family groups points into one line on the plot.
+rows stay distinct in tables, JSON and grids; the family groups points into one line on the plot
+(None: a lone point, e.g. an ablation, which is no point on a curve).
 The comparisons follow the paper's tables (gtr-spec §1.2-1.3) at this project's defaults.
 """
 from __future__ import annotations
@@ -11,16 +12,16 @@ PAPER = (
     ("mar-64", "mar-64", {}, "mar"),
     ("mar-32", "mar-32", {}, "mar"),
     ("mar-16", "mar-16", {}, "mar"),
-    ("mar-64-T20", "mar-64", {"diffusion_steps": 20}, "mar, 20 diffusion steps"),
-    ("mar-64-anneal", "mar-64", {"diffusion_steps": 50, "diffusion_steps_min": 5}, "step annealing 50->5"),
-    ("gtr", "gtr", {}, "gtr"),
-    ("gtr-no-fts", "gtr", {"fts": False}, "gtr ablation"),
-    ("gtr-fts-random", "gtr", {"fts_select": "random"}, "gtr ablation"),
-    ("gtr-fts-low", "gtr", {"fts_select": "low"}, "gtr ablation"),
-    ("gtr-fts-all", "gtr", {"fts": False, "t_rec": 50}, "gtr ablation"),
-    ("gtr-uniform-T", "gtr", {"fts": False, "t_gen_max": 100, "t_gen_min": 100, "t_rec": 100}, "gtr ablation"),
-    ("gtr-order-random", "gtr", {"order": "random"}, "order at equal budget"),
-    ("gtr-order-raster", "gtr", {"order": "raster"}, "order at equal budget"),
+    ("mar-64-T20", "mar-64", {"diffusion_steps": 20}, None),
+    ("mar-64-anneal", "mar-64", {"diffusion_steps": 50, "diffusion_steps_min": 5}, None),
+    ("gtr", "gtr", {}, None),
+    ("gtr-no-fts", "gtr", {"fts": False}, None),
+    ("gtr-fts-random", "gtr", {"fts_select": "random"}, None),
+    ("gtr-fts-low", "gtr", {"fts_select": "low"}, None),
+    ("gtr-fts-all", "gtr", {"fts": False, "t_rec": 50}, None),
+    ("gtr-uniform-T", "gtr", {"fts": False, "t_gen_max": 100, "t_gen_min": 100, "t_rec": 100}, None),
+    ("gtr-order-random", "gtr", {"order": "random"}, None),
+    ("gtr-order-raster", "gtr", {"order": "raster"}, None),
 )
 
 # Quality against FLOPs: MAR at fewer AR steps, GtR at fewer and more AR steps.
