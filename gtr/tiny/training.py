@@ -1,4 +1,5 @@
-"""Training pieces for mar-tiny: VAE loss, the MAR objective (masking + diffusion loss), EMA, LR.
+"""Training pieces for mar-tiny: VAE loss, the MAR objective (masking + diffusion loss), the head
+stage (identity init + t = 999-weighted loss, see `init_identity_head`), EMA, LR.
 
 Used by tools/train_tiny.py and the smoke test. Everything random draws from an explicit
 `torch.Generator`, so a run is reproducible for a given seed (and thread count).
