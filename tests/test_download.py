@@ -11,10 +11,9 @@ import re
 import threading
 
 import pytest
-from click.testing import CliRunner
 
 from gtr import download as dl
-from gtr.cli import main
+from cli_helpers import one_line_error, run
 
 FILES = {"/mar-b/checkpoint-last.pth": os.urandom(300_000), "/kl16.ckpt": os.urandom(70_000)}
 
@@ -89,18 +88,6 @@ def server(monkeypatch, tmp_path):
     srv.shutdown()
     srv.server_close()
     thread.join(5)
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line_error(r):
-    assert r.exit_code in (1, 2), (r.exit_code, r.output)  # an expected failure, not an internal error
-    assert "Traceback" not in r.output and "internal error" not in r.output, r.output
-    errors = [line for line in r.output.splitlines() if line.startswith("Error")]
-    assert len(errors) == 1, r.output
-    return errors[0]
 
 
 def home_files(tmp_path):

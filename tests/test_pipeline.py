@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 import gtr
-from gtr.cli import main
+from cli_helpers import one_line_error, run
 from gtr.pipeline import PipelineError
 
 from tiny_export_model import TINY  # noqa: E402  (tests/ is on sys.path under pytest)
@@ -40,18 +39,6 @@ def bundle(models, tmp_path_factory):
 @pytest.fixture(scope="module")
 def pipe(bundle):
     return gtr.load(bundle, device="cpu")
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line_error(r):
-    assert r.exit_code in (1, 2), (r.exit_code, r.output)  # an expected failure, not an internal error
-    assert "Traceback" not in r.output and "internal error" not in r.output, r.output
-    errors = [line for line in r.output.splitlines() if line.startswith("Error")]
-    assert len(errors) == 1, r.output
-    return errors[0]
 
 
 def pngs(folder):

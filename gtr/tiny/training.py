@@ -287,9 +287,15 @@ def init_mar_weights(model) -> None:
               model.decoder_pos_embed_learned, model.diffusion_pos_embed_learned):
         nn.init.normal_(p, std=0.02)
     head = set(model.diffloss.modules())
-    for m in model.modules():
-        if m in head:
-            continue
+    _init_linears_and_norms(m for m in model.modules() if m not in head)
+    init_head_weights(model.diffloss.net)
+
+
+def _init_linears_and_norms(modules) -> None:
+    """xavier-uniform Linear weights, zero biases, unit affine LayerNorms (timm/MAE defaults)."""
+    import torch.nn as nn
+
+    for m in modules:
         if isinstance(m, nn.Linear):
             nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:
@@ -297,7 +303,6 @@ def init_mar_weights(model) -> None:
         elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-    init_head_weights(model.diffloss.net)
 
 
 def init_head_weights(net) -> None:
@@ -305,14 +310,7 @@ def init_head_weights(net) -> None:
     adaLN modulations and zero final linear, so the head starts as the zero function."""
     import torch.nn as nn
 
-    for m in net.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    _init_linears_and_norms(net.modules())
     nn.init.normal_(net.time_embed.mlp[0].weight, std=0.02)
     nn.init.normal_(net.time_embed.mlp[2].weight, std=0.02)
     for block in net.res_blocks:
