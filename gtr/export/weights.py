@@ -30,11 +30,13 @@ def build_models(config: MARConfig, checkpoint=None, vae=None, weights="ema", ra
     if random_weights:
         mar, vae_model = random_models(config, seed)
         return mar, vae_model, {"random_seed": seed}
-    if checkpoint is None and vae is None and config.name == "mar-tiny":
+    if config.name == "mar-tiny" and (checkpoint is None or vae is None):  # the shipped file fills the gap
         from gtr.models.checkpoint import CheckpointError
         from gtr.tiny.model import ASSET_DIR, MAR_FILE, VAE_FILE
-        checkpoint, vae = ASSET_DIR / MAR_FILE, ASSET_DIR / VAE_FILE
-        if not (checkpoint.is_file() and vae.is_file()):
+        shipped = [ASSET_DIR / f for f, given in ((MAR_FILE, checkpoint), (VAE_FILE, vae)) if given is None]
+        checkpoint = ASSET_DIR / MAR_FILE if checkpoint is None else checkpoint
+        vae = ASSET_DIR / VAE_FILE if vae is None else vae
+        if not all(p.is_file() for p in shipped):
             raise CheckpointError("mar-tiny weights are not in this installation (gtr/assets/tiny); train them there "
                                   "with `python tools/train_tiny.py`, or export with --random-weights")
     elif find_weights is not None:
