@@ -167,8 +167,9 @@ def test_more_plans_do_not_grow_the_bundle(models, plans, fp32_bundle, tmp_path)
 
 def test_export_errors(models, plans, tmp_path):
     kw = dict(batch=1, out_path=tmp_path / "x.plan", random_weights=True, sources={})
-    with pytest.raises(ExportError, match="^INT8 needs calibration, planned in a later release$"):
-        export_bundle(TINY, *models, plans, precision="int8", **kw)
+    from gtr.calibration import CalibrationError, CalibrationSpec
+    with pytest.raises(CalibrationError, match="calibration set is empty"):  # int8: tests/test_calibration.py
+        export_bundle(TINY, *models, plans, precision="int8", calibration=CalibrationSpec(classes=()), **kw)
     with pytest.raises(ExportError, match="unknown precision"):
         export_bundle(TINY, *models, plans, precision="bf16", **kw)
     with pytest.raises(ExportError, match="16x16 grid, the model export-test has 8x8"):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 def export(model: str, output=None, *, precision: str = "fp32", plans=None, checkpoint=None, vae=None,
            weights: str = "ema", random_weights: bool = False, download: bool = False, batch: int = 1,
-           seed: int = 0, log=print, **plan_options) -> Path:
+           seed: int = 0, log=print, calibration=None, **plan_options) -> Path:
     """Export `model` (mar-b, mar-l, mar-h, mar-tiny, mar-test) into one .plan bundle; returns its path.
 
     output: default <model>-<precision>.plan. plans: names, mar-N or plan .json files (the first is
@@ -20,6 +20,7 @@ def export(model: str, output=None, *, precision: str = "fp32", plans=None, chec
     else $GTR_HOME (download=True fetches the official files there first), or random_weights (seed).
     plan_options: the plan options of gtr-plan by their Python names (cfg, temperature, t_rec, ...).
     log: called with each progress line (None: quiet).
+    calibration: int8 only, a gtr.calibration.CalibrationSpec (classes, seeds, method); default its defaults.
     """
     from gtr.cli import DEFAULT_PLANS, PLAN_OPTION_NAMES, cache_dir, find_weights, make_plans
     from gtr.configs import get_config
@@ -28,14 +29,16 @@ def export(model: str, output=None, *, precision: str = "fp32", plans=None, chec
     unknown = sorted(set(plan_options) - set(PLAN_OPTION_NAMES))
     if unknown:
         raise TypeError(f"export() got unknown plan options {unknown}; known: {', '.join(PLAN_OPTION_NAMES)}")
-    if precision == "int8":
-        raise ExportError("--precision int8 needs calibration data and Q/DQ graphs, which are not implemented "
-                          "yet; use fp32 or fp16")
-    if precision not in ("fp32", "fp16"):
-        raise ExportError(f"precision must be fp32 or fp16, got {precision!r}")
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ExportError(f"precision must be fp32, fp16 or int8, got {precision!r}")
     if not isinstance(batch, int) or batch < 1:
         raise ExportError(f"batch must be an integer >= 1, got {batch!r}")
     config = get_config(model)
+    if precision == "int8":  # validate the calibration request before loading weights
+        from gtr.calibration import CalibrationSpec
+        calibration = (calibration or CalibrationSpec()).resolve(config.num_classes)
+    elif calibration is not None:
+        raise ExportError("calibration options apply to --precision int8 only")
     plan_objs = make_plans(list(plans or DEFAULT_PLANS.get(model, ("gtr", "mar-64"))), config, plan_options)
     output = Path(output or f"{model}-{precision}.plan")
     if download and not random_weights:
@@ -49,7 +52,7 @@ def export(model: str, output=None, *, precision: str = "fp32", plans=None, chec
     say(f"exporting {config.name} ({'RANDOM weights' if random_weights else sources.get('checkpoint', '')}) "
         f"at {precision}, plans: {', '.join(p.name for p in plan_objs)}, batch {batch}")
     summary = export_bundle(config, mar, vae_model, plan_objs, batch=batch, precision=precision, out_path=output,
-                            random_weights=random_weights, sources=sources, log=say)
+                            random_weights=random_weights, sources=sources, log=say, calibration=calibration)
     say(f"wrote {output} ({summary['size'] / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f} s")
     return output
 

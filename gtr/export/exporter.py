@@ -103,17 +103,22 @@ def _check_inputs(config, model, vae, plans, batch, precision):
 
 
 def export_bundle(config, model, vae, plans, batch: int, precision: str, out_path, random_weights: bool,
-                  sources: dict | None = None, progress=None, log=None, verify: bool = True) -> dict:
+                  sources: dict | None = None, progress=None, log=None, verify: bool = True,
+                  calibration=None) -> dict:
     """Export `model` (MAR) and `vae` (AutoencoderKL, decoder side) for `plans` into one bundle file.
 
     progress / log: optional callables taking one line of text. Returns a summary dict: path, size,
     errors {graph: max error relative to scale}, seconds, members {name: bytes}, graphs.
+    calibration: int8 only, a gtr.calibration.CalibrationSpec (default: its defaults).
     Raises ExportError (one-line message) when the export cannot be done or fails its checks.
     """
     say = progress or log or (lambda s: None)
     t0 = time.perf_counter()
     plans = list(plans)
     _check_inputs(config, model, vae, plans, batch, precision)
+    if precision == "int8":  # a bad calibration request fails here, before any work
+        from gtr.calibration import CalibrationSpec
+        calibration = (calibration or CalibrationSpec()).resolve(config.num_classes)
     shapes = static_shapes(plans, batch)
     model, vae = model.eval(), (vae.eval() if vae is not None else None)
     modules = graph_modules(model, vae, config.grid)
@@ -129,6 +134,11 @@ def export_bundle(config, model, vae, plans, batch: int, precision: str, out_pat
             exported[name] = apply_precision(g, precision)
             say(f"  {name}: exported ({time.perf_counter() - t:.1f} s, {len(g.model.graph.node)} nodes"
                 f"{', ' + precision if precision != 'fp32' else ''})")
+        calibration_record = None
+        if precision == "int8":
+            from gtr.calibration import calibrate_graphs
+            exported, calibration_record = calibrate_graphs(exported, config, plans, batch, calibration, shapes,
+                                                            random_weights, workdir, say)
         by_component = {}
         for name in names:
             by_component.setdefault(exported[name].component, []).append(exported[name])
@@ -178,6 +188,7 @@ def export_bundle(config, model, vae, plans, batch: int, precision: str, out_pat
         "precision_notes": PRECISION_NOTES[precision],
         "backend": "onnxruntime",
         "graphs": graphs_manifest,
+        **({"calibration": calibration_record} if calibration_record else {}),
         "versions": versions,
         "export_seconds": None,
     }

@@ -28,7 +28,9 @@ on onnx's reference evaluator, which computes fp16 ops in fp16 (tests/test_fp16_
 why attention scales q and k before QK^T. fp16 is slower than fp32 on CPU: it is for GPUs, the CPU run
 is the check.
 
-INT8 (explicit Q/DQ from calibration data) is planned, not implemented.
+int8: explicit symmetric Q/DQ graphs made from calibration data sampled along the plans, by
+gtr.calibration (which needs the data, so export_bundle calls it; `apply_precision` leaves the
+graph fp32 for it). What stays float is listed in gtr.calibration.quantize.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ import numpy as np
 
 from gtr.export.onnx_export import ExportError, OnnxGraph
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 FP16_OPS = ("MatMul", "Gemm", "Conv")
 STORE_FP16_MIN = 4096  # float initializers used only in fp32 ops are stored fp16 from this many elements
 
@@ -49,6 +51,9 @@ STORE_FP16_MIN = 4096  # float initializers used only in fp32 ops are stored fp1
 TOLERANCES = {
     "fp32": {"backbone": 1e-4, "head": 1e-4, "head_nocfg": 1e-4, "vae_decoder": 1e-3},
     "fp16": {"backbone": 3e-2, "head": 3e-2, "head_nocfg": 3e-2, "vae_decoder": 5e-2},
+    # int8 on the export check's random inputs (not the calibration data): catches a broken graph
+    # (errors of order 1) with room for int8 rounding of out-of-distribution inputs.
+    "int8": {"backbone": 0.25, "head": 0.25, "head_nocfg": 0.25, "vae_decoder": 0.25},
 }
 
 PRECISION_NOTES = {
@@ -57,12 +62,14 @@ PRECISION_NOTES = {
              "softmax, activations, residuals, timestep sinusoid and the diffusion update in fp32; "
              f"other float initializers of >= {STORE_FP16_MIN} elements stored fp16 and cast to fp32; "
              "graph inputs/outputs fp32"),
+    "int8": ("int8 QDQ (symmetric, zero point 0; activations per tensor, weights per output channel) on the "
+             "inputs of constant-weight MatMul/Gemm/Conv from calibration along the plans (see 'calibration'); "
+             "timestep embedding, attention products, norms, softmax, activations, residuals and the diffusion "
+             "update in fp32; graph inputs/outputs fp32"),
 }
 
 
 def check_precision(precision: str) -> str:
-    if precision == "int8":
-        raise ExportError("INT8 needs calibration, planned in a later release")
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     return precision
@@ -70,7 +77,7 @@ def check_precision(precision: str) -> str:
 
 def apply_precision(graph: OnnxGraph, precision: str) -> OnnxGraph:
     check_precision(precision)
-    return graph if precision == "fp32" else to_fp16(graph)
+    return to_fp16(graph) if precision == "fp16" else graph  # int8: quantized after calibration
 
 
 def to_fp16(graph: OnnxGraph) -> OnnxGraph:
