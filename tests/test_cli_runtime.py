@@ -150,11 +150,12 @@ def test_run_bad_input_keeps_existing_output(bundle, tmp_path):
 
 def test_export_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("GTR_HOME", str(tmp_path / "cache"))
-    r = run("export", "--model", "mar-b", "-o", tmp_path / "b.plan")
-    assert r.exit_code != 0 and "Traceback" not in r.output
-    assert "checkpoint-last.pth" in r.output and "dropbox" in r.output and "--random-weights" in r.output
-    assert "int8" in one_line_error(run("export", "--model", "mar-test", "--random-weights", "--precision", "int8",
-                                        "-o", tmp_path / "x.plan"))
+    line = one_line_error(run("export", "--model", "mar-b", "-o", tmp_path / "b.plan"))
+    assert "checkpoint-last.pth" in line and "gtr download mar-b" in line and "--random-weights" in line
+    assert not (tmp_path / "b.plan").exists()
+    assert "calibration set is empty" in one_line_error(run("export", "--model", "mar-test", "--random-weights",
+                                                            "--precision", "int8", "--calib-classes", "",
+                                                            "-o", tmp_path / "x.plan"))
     assert "unknown plan" in one_line_error(run("export", "--model", "mar-test", "--random-weights", "--plan", "gtr-64",
                                                 "-o", tmp_path / "x.plan"))
     assert not (tmp_path / "x.plan").exists()
