@@ -1,0 +1,1 @@
+"""The gtr commands, one module per command; gtr.cli assembles them."""

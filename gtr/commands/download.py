@@ -1,0 +1,34 @@
+"""gtr download: the official weights into $GTR_HOME."""
+from __future__ import annotations
+
+
+import click
+
+from gtr.commands.common import cache_dir, friendly_errors
+
+
+@click.command("download", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("models", nargs=-1, required=True)
+@click.option("--dry-run", is_flag=True, help="Print what would be fetched from where to where; fetch nothing.")
+@friendly_errors
+def download_cmd(models, dry_run):
+    """Fetch the official weights of MODELS (mar-b, mar-l, mar-h, kl16) into $GTR_HOME.
+
+    Each MAR model brings the KL-16 VAE. Partial files resume, sizes are checked, files appear only
+    when complete, and the sha256 recorded at download (<file>.sha256) is verified on every later run.
+    $GTR_MIRROR replaces the official URLs with a mirror of the same layout.
+
+    \b
+    Examples:
+      gtr download mar-b --dry-run
+      gtr download mar-l mar-h
+    """
+    from gtr.download import DownloadError, downloads, fetch, state
+    try:
+        for d in downloads(models, cache_dir()):
+            if dry_run:
+                click.echo(f"{d.name}: {d.url}\n  -> {d.dest} [{state(d)}]")
+            else:
+                click.echo(f"{d.name}: {fetch(d)} ({d.dest})")
+    except DownloadError as e:
+        raise click.ClickException(str(e)) from None

@@ -1,0 +1,81 @@
+"""gtr-export: a model into one .plan bundle (the weights it needs, where they come from)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from gtr.commands.common import cache_dir, friendly_errors, plan_options
+
+
+# Plans exported when no --plan is given; the first is gtr-run's default.
+DEFAULT_PLANS = {}
+
+
+def find_weights(model: str, checkpoint: str | None, vae: str | None) -> tuple[Path, Path]:
+    """Explicit paths, else the cache: $GTR_HOME/<model>/checkpoint-last.pth and $GTR_HOME/kl16.ckpt."""
+    ckpt = Path(checkpoint) if checkpoint else cache_dir() / model / "checkpoint-last.pth"
+    vae_path = Path(vae) if vae else cache_dir() / "kl16.ckpt"
+    missing = [p for p in (ckpt, vae_path) if not p.is_file()]
+    if missing:
+        from gtr.download import OFFICIAL  # the official URLs live with the downloader
+        how = (f"fetch them with `gtr download {model}` or --download (`gtr download {model} --dry-run` shows "
+               f"the official URLs), " if model in OFFICIAL else "")
+        raise click.ClickException(f"missing weights: {', '.join(map(str, missing))} ({how}pass "
+                                   f"--checkpoint/--vae, or export an untrained model with --random-weights)")
+    return ckpt, vae_path
+
+
+@click.command("export", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", "-m", required=True,
+              help="Model config: mar-b, mar-l, mar-h, mar-tiny, mar-test (the official-fixture layout).")
+@click.option("--precision", "-p", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+              help="Precision carried in the graphs (int8: Q/DQ graphs calibrated by sampling along the plans).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="MAR checkpoint (.pth official layout, or .safetensors).")
+@click.option("--weights", type=click.Choice(["ema", "model"]), default="ema", show_default=True,
+              help="Which weights of an official checkpoint to export.")
+@click.option("--vae", type=click.Path(dir_okay=False), help="VAE checkpoint (official kl16.ckpt layout, or .safetensors).")
+@click.option("--random-weights", is_flag=True, help="Export an untrained model (testing and benchmarking only).")
+@click.option("--plan", "plans", multiple=True, metavar="PLAN",
+              help="Plan(s) to support: preset, mar-N or plan.json; repeatable; the first is the default "
+                   "for gtr-run. Default: gtr and mar-64 (mar-tiny: mar-64 first).")
+@plan_options
+@click.option("--batch", type=int, default=1, show_default=True, help="Images per engine call (static shapes are listed for it).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random-weights.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Bundle path (default <model>-<precision>.plan).")
+@click.option("--download", is_flag=True,
+              help="Fetch the official weights into $GTR_HOME first (as `gtr download MODEL`; verified if there).")
+@click.option("--calib-classes", metavar="LIST",
+              help="int8: calibration classes, e.g. 0-9 or 1,207,360 (default: 10 evenly spaced classes).")
+@click.option("--calib-seeds", type=int, help="int8: calibration images per class (seeds 10000, 10001, ...; default 2).")
+@click.option("--calib-method", type=click.Choice(["max", "percentile", "entropy"]),
+              help="int8: activation range method (default max, chosen by measured quality).")
+@friendly_errors
+def export_cmd(model, precision, checkpoint, weights, vae, random_weights, plans, batch, seed, output, download,
+               calib_classes, calib_seeds, calib_method, **options):
+    """Export a MAR model into one .plan bundle (ONNX graphs + manifest) for gtr-run.
+
+    Without --checkpoint the official files are looked up in $GTR_HOME (default ~/.cache/gtr):
+    <model>/checkpoint-last.pth and kl16.ckpt; --download fetches them there first.
+
+    \b
+    Examples:
+      gtr-export --model mar-test --random-weights
+      gtr-export --model mar-b --random-weights --precision fp16
+      gtr-export --model mar-l --precision fp16 --plan gtr --plan mar-64 --batch 4
+      gtr-export --model mar-b --download                 # fetch the official weights first
+      gtr-export --model mar-tiny --precision int8 --calib-classes 0-9 --calib-seeds 2
+    """
+    from gtr.download import DownloadError
+    from gtr.export.api import export  # the same code path as gtr.export(...) in Python
+    calibration = None
+    if (calib_classes, calib_seeds, calib_method) != (None, None, None):
+        from gtr.calibration import DEFAULT_METHOD, DEFAULT_SEEDS, CalibrationSpec, parse_classes
+        calibration = CalibrationSpec(parse_classes(calib_classes), DEFAULT_SEEDS if calib_seeds is None else calib_seeds,
+                                      calib_method or DEFAULT_METHOD)
+    try:
+        export(model, output, precision=precision, plans=plans, checkpoint=checkpoint, vae=vae, weights=weights,
+               random_weights=random_weights, download=download, batch=batch, seed=seed, log=click.echo,
+               calibration=calibration, **options)
+    except DownloadError as e:
+        raise click.ClickException(str(e)) from None

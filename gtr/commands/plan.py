@@ -1,0 +1,70 @@
+"""gtr-plan: show a plan's steps and cost, list the presets."""
+from __future__ import annotations
+
+
+import click
+
+from gtr.configs import get_config
+from gtr.commands.common import echo_plan, friendly_errors, make_plans, plan_options
+
+
+@click.group("plan", context_settings={"help_option_names": ["-h", "--help"]})
+def plan_cmd():
+    """Sampling plans: show a plan's steps and cost, list the presets."""
+
+
+@plan_cmd.command("list")
+def plan_list_cmd():
+    """List the preset plans."""
+    from gtr.plan.builders import PRESETS
+    for name, preset in PRESETS.items():
+        click.echo(f"{name:<8} {preset.help}")
+    click.echo("mar-N    official MAR with N AR steps, 100 diffusion steps")
+
+
+@plan_cmd.command("show")
+@click.argument("plan", default="gtr")
+@click.option("--model", "-m", default=None, help="Model whose grid and cost to use (default: mar-b's 16x16 grid, no cost).")
+@click.option("--grid", default=None, metavar="HxW", help="Token grid when no --model is given (default 16x16).")
+@plan_options
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the plan as JSON to this file.")
+@click.option("--name", help="Rename the plan (the name other commands select it by, e.g. in a bundle).")
+@friendly_errors
+def plan_show_cmd(plan, model, grid, json_out, name, **options):
+    """Show a sampling plan: its step table and, with --model, its cost.
+
+    PLAN is a preset (gtr, gtr-32, mar-64, mar-256, ...), mar-N for any N, or a plan .json file.
+
+    \b
+    Examples:
+      gtr-plan show gtr --model mar-h          # GtR table, FLOPs, ratio to mar-64
+      gtr-plan show mar-64 --model mar-h
+      gtr-plan show gtr --gtr-steps 6,8,2 --t-rec 10 --json my-plan.json
+    """
+    if model is not None:
+        config = get_config(model)
+    else:
+        config = None
+        h, w = _parse_grid(grid or "16x16")
+    if config is not None and grid is not None:
+        raise click.BadParameter("give --model or --grid, not both")
+    if config is None:
+        from types import SimpleNamespace
+        [p] = make_plans([plan], SimpleNamespace(grid=(h, w), default_cfg=1.0), options)
+    else:
+        [p] = make_plans([plan], config, options)
+    if name:
+        p = p.replace(name=name)
+    echo_plan(p, config)
+    if json_out:
+        from gtr.runtime.files import atomic_write_text
+        atomic_write_text(json_out, p.to_json())
+        click.echo(f"wrote {json_out}")
+
+
+def _parse_grid(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+        return h, w
+    except ValueError:
+        raise click.BadParameter(f"grid must look like 16x16, got {text!r}") from None

@@ -1,0 +1,128 @@
+"""gtr-run: images from a bundle (built on gtr.pipeline)."""
+from __future__ import annotations
+
+import time
+
+import click
+
+from gtr.commands.common import friendly_errors
+
+
+def _labels(classes, num_images, num_classes):
+    for c in classes:
+        if not 0 <= c < num_classes:
+            raise click.BadParameter(f"class {c} is out of range: the model has {num_classes} classes (0..{num_classes - 1})",
+                                     param_hint="--class")
+    if num_images < 1:
+        raise click.BadParameter("--num-images must be >= 1")
+    return [c for c in classes for _ in range(num_images)] if classes else [None] * num_images
+
+
+def _shard(ctx, param, value):
+    if value is None:
+        return None
+    from gtr.runtime.shards import parse_shard
+    try:
+        return parse_shard(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@click.command("run", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("bundle", type=click.Path(dir_okay=False))
+@click.option("--class", "-c", "classes", type=int, multiple=True, help="Class id to generate (repeatable). None: unconditional.")
+@click.option("--all-classes", is_flag=True, help="Every class of the model (ImageNet: 0..999), e.g. for FID runs.")
+@click.option("--num-images", "-n", type=int, default=1, show_default=True, help="Images per class.")
+@click.option("--seed", "-s", type=int, default=0, show_default=True,
+              help="Run seed; each sampling call's seed is derived from it, the class and the first image index.")
+@click.option("--plan", "plan_name", help="Which of the bundle's plans to run (default: the first).")
+@click.option("--cfg", type=float, help="Override the plan's CFG scale (1 = no guidance).")
+@click.option("--temperature", type=float, help="Override the plan's diffusion temperature.")
+@click.option("--batch", type=int, help="Images per sampling call (default: the bundle's export batch).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output PNG (one image, or the grid with --grid).")
+@click.option("--outdir", type=click.Path(file_okay=False),
+              help="Write one PNG per image into this folder (class0088_00012.png); images already there are kept (resume).")
+@click.option("--shard", callback=_shard, metavar="I/N",
+              help="With --outdir: make only shard I of N (0 <= I < N); the N shards together make the whole run.")
+@click.option("--npz", type=click.Path(dir_okay=False),
+              help="With --outdir: then pack the run's images into this .npz (uint8 arr_0 [N,H,W,3], for FID evaluators).")
+@click.option("--grid", "as_grid", is_flag=True, help="Write all images as one grid PNG (one row per class).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="onnxruntime execution provider.")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", show_default=True,
+              help="auto: the bundle's TensorRT engines when they match this GPU and TensorRT (gtr-build), "
+                   "else onnxruntime.")
+@click.option("--rebuild", is_flag=True,
+              help="Build the TensorRT engines this machine lacks into the bundle first (as gtr-build BUNDLE).")
+@friendly_errors
+def run_cmd(bundle, classes, all_classes, num_images, seed, plan_name, cfg, temperature, batch, output, outdir, shard,
+            npz, as_grid, device, backend, rebuild):
+    """Generate images from a .plan bundle (numpy + onnxruntime; no PyTorch needed).
+
+    An image depends on (--seed, class, index, --batch, -n) only: with --outdir, runs resume (files that
+    exist and decode are skipped) and --shard I/N splits a run over N workers that together write the
+    same files, byte for byte, as one unsharded run.
+
+    \b
+    Examples:
+      gtr-run mar-tiny-fp32.plan --class 3 -o three.png
+      gtr-run mar-tiny-fp32.plan -c 0 -c 1 -c 2 -n 4 --grid -o grid.png
+      gtr-run mar-l-fp16.plan --class 88 --plan mar-64 -n 8 --outdir samples/
+      gtr-run mar-l-fp16.plan --all-classes -n 50 --outdir samples/ --shard 0/4    # worker 0 of 4
+      gtr-run mar-l-fp16.plan --all-classes -n 50 --outdir samples/ --npz samples.npz
+    """
+    from gtr.pipeline import Pipeline, PipelineError
+    from gtr.runtime.images import make_grid, save_png
+
+    if outdir and output:
+        raise click.BadParameter("give -o/--output or --outdir, not both")
+    if all_classes and classes:
+        raise click.BadParameter("give --class or --all-classes, not both")
+    if (shard or npz) and not outdir:
+        raise click.BadParameter("--shard and --npz work with --outdir")
+    if shard and npz:
+        raise click.BadParameter("--npz packs the whole run: run it once after the shards, without --shard")
+    if output is None and outdir is None:
+        output = "out.png"
+    try:
+        pipe = Pipeline(bundle, device=device, backend=backend, rebuild=rebuild)  # the code path of gtr.load(...)
+        classes = tuple(range(pipe.config.num_classes)) if all_classes else classes
+        if output and max(len(classes), 1) * num_images > 1 and not as_grid:
+            raise click.BadParameter(f"{max(len(classes), 1) * num_images} images: use --grid for one PNG, "
+                                     f"or --outdir for one file each")
+        request = dict(classes=classes or None, seed=seed, num_images=num_images, plan=plan_name, cfg=cfg,
+                       temperature=temperature, batch=batch)
+        plan = pipe.plan(plan_name, cfg, temperature)
+        if pipe.random_weights:
+            click.echo("note: this bundle holds RANDOM (untrained) weights; images are noise", err=True)
+        t0 = time.perf_counter()
+        if outdir:
+            result = pipe.save(outdir, shard=shard, **request)
+            made = result.written
+            where = (f"{made} PNG(s) to {outdir} ({result.skipped} already there"
+                     + (f", shard {shard[0]}/{shard[1]}" if shard else "") + ")")
+            seconds = time.perf_counter() - t0
+            if npz:
+                where += f"; packed {pipe.pack(result.paths, npz)} images into {npz}"
+        else:
+            pixels = pipe.generate(**request)
+            made, seconds = len(pixels), time.perf_counter() - t0
+            save_png(make_grid(pixels, ncol=num_images if classes else min(made, 8)) if as_grid else pixels[0], output)
+            where = f"{output}: {made} image(s)"
+    except PipelineError as e:
+        raise click.ClickException(str(e)) from None
+    speed = f", {seconds / made:.3f} s/image" if made else ""
+    click.echo(f"wrote {where}, plan {plan.name}{speed} ({pipe.device_name})")
+
+
+def select_plan(b, plan_name, cfg=None, temperature=None):
+    plans = b.plans()
+    name = plan_name or next(iter(plans))
+    if name not in plans:
+        raise click.BadParameter(f"the bundle has no plan {name!r}; it has: {', '.join(plans)}", param_hint="--plan")
+    plan = plans[name]
+    if cfg is not None:
+        plan = plan.replace(cfg=cfg)  # the CFG head graph is always exported
+    if temperature is not None:
+        plan = plan.replace(temperature=temperature)
+    return plan
