@@ -1,11 +1,6 @@
 """INT8 along the plan (gtr.calibration): coverage, Q/DQ placement, torch-free runtime, determinism,
 accuracy against fp32 and the bad-input errors. Test model: tests/tiny_export_model.py."""
 import json
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +16,7 @@ from gtr.runtime.onnx_backend import OnnxComponents
 from gtr.runtime.sampler import sample
 
 from tiny_export_model import TINY  # noqa: E402  (tests/ is on sys.path under pytest)
+from torch_free import run_without_torch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -148,31 +144,16 @@ def test_int8_within_documented_bound_of_fp32(bundles, fp32_graphs, plans):
         assert worst <= GRAPH_BOUND[name], (name, worst)
 
 
-BLOCKER = textwrap.dedent("""
-    import sys
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "onnx", "safetensors"):
-                raise ImportError(f"blocked for this test: {name}")
-    sys.meta_path.insert(0, Block())
-""")
-
-
 def test_int8_runs_on_onnxruntime_cpu_without_torch(bundles, plans, tmp_path):
     out = tmp_path / "tokens.npy"
-    code = BLOCKER + textwrap.dedent(f"""
+    run_without_torch(f"""
         import numpy as np
         import gtr.runtime as rt
         b = rt.load_bundle({str(bundles["int8"])!r})
         res = rt.sample(rt.OnnxComponents(b, threads=1, providers=["CPUExecutionProvider"]), b.plans()["gtr"],
                         {LABELS!r}, 0, token_dim=b.config.token_dim, num_classes=b.config.num_classes)
         np.save({str(out)!r}, res.tokens)
-        assert not [m for m in sys.modules if m.split(".")[0] in ("torch", "onnx")]
-        print("ok")
     """)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
     same = sample(OnnxComponents(bundles["int8"], threads=1), plans[0], LABELS, 0, **KW)
     assert np.array_equal(np.load(out), same.tokens)
 
