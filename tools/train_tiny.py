@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import platform
 import sys
 import time
@@ -162,14 +161,8 @@ def condition_cache(model, mean, logvar, labels, reps: int, seed: int, batch_siz
         for i in range(0, len(mean) - batch_size + 1, batch_size):
             idx = perm[i:i + batch_size]
             tokens = tokens_from_moments(mean[idx], logvar[idx], scale, torch.randn(mean[idx].shape, generator=gen))
-            B, L, c = tokens.shape
-            n = min(L, max(1, math.ceil(L * T.sample_mask_ratio(gen))))
-            orders = torch.argsort(torch.rand(B, L, generator=gen), dim=1)
-            known, pred = orders[:, :L - n].sort(1).values, orders[:, L - n:].sort(1).values
-            drop = torch.rand(B, generator=gen) < 0.1
-            class_ids = torch.where(drop, torch.full_like(labels[idx], model.config.num_classes), labels[idx])
-            z = model(torch.gather(tokens, 1, known[:, :, None].expand(B, L - n, c)), known, class_ids, pred)
-            xs.append(torch.gather(tokens, 1, pred[:, :, None].expand(B, n, c)).reshape(-1, c))
+            x0, z, _ = T.masked_conditions(model, tokens, labels[idx], gen)
+            xs.append(x0.reshape(-1, x0.shape[-1]))
             zs.append(z.reshape(-1, z.shape[-1]))
     return torch.cat(xs), torch.cat(zs)
 

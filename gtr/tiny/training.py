@@ -241,14 +241,10 @@ def sample_timesteps(n: int, num_timesteps: int, gen: torch.Generator, top_t_pro
     return t
 
 
-def mar_loss(model, sched: DiffusionSchedule, tokens: torch.Tensor, labels: torch.Tensor,
-             gen: torch.Generator, label_drop: float = 0.1, diffusion_batch_mul: int = 4,
-             mask_ratio: float | None = None, top_t_prob: float = 0.0):
-    """The MAR training loss for a batch of token grids [B, L, c] (scaled latents) and labels [B].
-
-    t is uniform on 0..T-1; with `top_t_prob` > 0 each diffusion row instead gets t = T-1 with that
-    probability (see `sample_timesteps`). Returns (loss, stats dict of floats).
-    """
+def masked_conditions(model, tokens: torch.Tensor, labels: torch.Tensor, gen: torch.Generator,
+                      label_drop: float = 0.1, mask_ratio: float | None = None):
+    """The MAR objective's draws for token grids [B, L, c]: a mask ratio (one per batch), a random
+    order per row, label dropout; returns (x0 [B, n, c] masked tokens, z [B, n, D] their conditions, K)."""
     B, L, c = tokens.shape
     if mask_ratio is None:
         mask_ratio = sample_mask_ratio(gen)
@@ -259,10 +255,20 @@ def mar_loss(model, sched: DiffusionSchedule, tokens: torch.Tensor, labels: torc
     pred = torch.sort(orders[:, K:], dim=1).values
     drop = torch.rand(B, generator=gen) < label_drop
     class_ids = torch.where(drop, torch.full_like(labels, model.config.num_classes), labels)
+    z = model(torch.gather(tokens, 1, known[:, :, None].expand(B, K, c)), known, class_ids, pred)
+    return torch.gather(tokens, 1, pred[:, :, None].expand(B, n_masked, c)), z, K
 
-    visible = torch.gather(tokens, 1, known[:, :, None].expand(B, K, c))
-    z = model(visible, known, class_ids, pred)  # [B, n_masked, D]
-    x0 = torch.gather(tokens, 1, pred[:, :, None].expand(B, n_masked, c))
+
+def mar_loss(model, sched: DiffusionSchedule, tokens: torch.Tensor, labels: torch.Tensor,
+             gen: torch.Generator, label_drop: float = 0.1, diffusion_batch_mul: int = 4,
+             mask_ratio: float | None = None, top_t_prob: float = 0.0):
+    """The MAR training loss for a batch of token grids [B, L, c] (scaled latents) and labels [B].
+
+    t is uniform on 0..T-1; with `top_t_prob` > 0 each diffusion row instead gets t = T-1 with that
+    probability (see `sample_timesteps`). Returns (loss, stats dict of floats).
+    """
+    c = tokens.shape[2]
+    x0, z, K = masked_conditions(model, tokens, labels, gen, label_drop, mask_ratio)
 
     x0 = x0.reshape(-1, c).repeat(diffusion_batch_mul, 1)
     z = z.reshape(-1, z.shape[-1]).repeat(diffusion_batch_mul, 1)
