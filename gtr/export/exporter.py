@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from gtr.export.onnx_export import (OPSET, ExportError, check_graph, export_graph, graph_modules, pack_component,
-                                    verify_graph)
+                                    reference_module, verify_graph)
 from gtr.export.precision import PRECISION_NOTES, TOLERANCES, apply_precision, check_precision
 
 WEIGHTS_MEMBER = "{component}.weights"
@@ -155,7 +155,7 @@ def export_bundle(config, model, vae, plans, batch: int, precision: str, out_pat
                 if verify:
                     t = time.perf_counter()
                     session = make_session(protos[g.name], {location: blob}, ["CPUExecutionProvider"])
-                    err = verify_graph(g.name, session, modules[g.name], shapes[g.name], config, plans,
+                    err = verify_graph(g.name, session, reference_module(modules[g.name]), shapes[g.name], config, plans,
                                        TOLERANCES[precision][g.name])
                     del session
                     errors[g.name] = err

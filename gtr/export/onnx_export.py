@@ -6,7 +6,7 @@ whatever the precision inside):
     backbone     tokens [B,K,c] f32, positions [B,K] i64, class_ids [B] i64, pred_positions [B,n] i64
                  -> z [B,n,D] f32. Runs with K = 0 (the first AR step): the visible-token branch then
                  works on empty tensors, which onnxruntime supports (checked for every plan's step 0).
-    head         HeadStep(cfg=True): x [r,c], t [r] i64, z [r2,D] (r2 = 2r: cond rows then uncond),
+    head         HeadStep(cfg=True) (exported as gtr.export.head_graph.HeadGraph): x [r,c], t [r] i64, z [r2,D] (r2 = 2r: cond rows then uncond),
                  coef [r,7], cfg_weight [r,1], noise [r,c] -> x_prev [r,c]
     head_nocfg   HeadStep(cfg=False): x, t, z [r,D], coef, noise -> x_prev (the exporter drops the
                  unused cfg_weight input; the manifest lists each graph's real inputs)
@@ -79,14 +79,20 @@ def _modules():
 
 
 def graph_modules(mar, vae, grid) -> dict:
-    """The torch modules behind each graph (also the references the exported graphs are checked against)."""
-    from gtr.models.diffusion import HeadStep
+    """The torch modules each graph is exported from; `reference_module` gives the one it is checked against."""
+    from gtr.export.head_graph import HeadGraph
     Backbone, VaeDecoder = _modules()
-    mods = {"backbone": Backbone(mar).eval(), "head": HeadStep(mar.diffloss.net, True).eval(),
-            "head_nocfg": HeadStep(mar.diffloss.net, False).eval()}
+    T = mar.config.num_timesteps
+    mods = {"backbone": Backbone(mar).eval(), "head": HeadGraph(mar.diffloss.net, True, T).eval(),
+            "head_nocfg": HeadGraph(mar.diffloss.net, False, T).eval()}
     if vae is not None:
         mods["vae_decoder"] = VaeDecoder(vae, grid).eval()
     return mods
+
+
+def reference_module(module):
+    """What an exported graph is checked against: HeadGraph's HeadStep (the reference math), else the module."""
+    return getattr(module, "reference", module)
 
 
 COMPONENT = {"backbone": "backbone", "head": "head", "head_nocfg": "head", "vae_decoder": "vae_decoder"}

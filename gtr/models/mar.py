@@ -27,6 +27,19 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        return self._attend(q, k, v)
+
+    def forward_rows(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Attention output for the query slots `rows` [B, n] only; keys and values from every slot of x."""
+        B, N, C = x.shape
+        h, hd = self.num_heads, C // self.num_heads
+        xq = torch.gather(x, 1, rows[:, :, None].expand(B, rows.shape[1], C))
+        q = F.linear(xq, self.qkv.weight[:C], self.qkv.bias[:C]).reshape(B, -1, h, hd).transpose(1, 2)
+        k, v = F.linear(x, self.qkv.weight[C:], self.qkv.bias[C:]).reshape(B, N, 2, h, hd).permute(2, 0, 3, 1, 4)
+        return self._attend(q, k, v)
+
+    def _attend(self, q, k, v):
+        B, _, n, hd = q.shape
         if torch.onnx.is_in_onnx_export():
             # Explicit softmax keeps the graph plain (and lets fp16 conversion keep softmax in fp32).
             # q and k are scaled by d^-1/4 each BEFORE the product: in a fp16 graph QK^T is a fp16
@@ -36,7 +49,7 @@ class Attention(nn.Module):
             out = attn.softmax(dim=-1) @ v
         else:
             out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(B, N, C))
+        return self.proj(out.transpose(1, 2).reshape(B, n, -1))
 
 
 class Mlp(nn.Module):
@@ -63,6 +76,13 @@ class Block(nn.Module):
     def forward(self, x):
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
+
+    def forward_rows(self, x, rows):
+        """The block's output at slots `rows` [B, n] only (each slot still attends to every slot):
+        what the last decoder block needs, at n/N of its query, projection and MLP cost."""
+        out = torch.gather(x, 1, rows[:, :, None].expand(x.shape[0], rows.shape[1], x.shape[2]))
+        out = out + self.attn.forward_rows(self.norm1(x), rows)
+        return out + self.mlp(self.norm2(out))
 
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
@@ -201,11 +221,11 @@ class MAR(nn.Module):
         index = torch.cat([buffer_src, src], dim=1)
         x = torch.gather(x, 1, index[:, :, None].expand(B, P + L, x.shape[-1]))
         x = x + self.decoder_pos_embed_learned
-        for block in self.decoder_blocks:
+        for block in self.decoder_blocks[:-1]:
             x = block(x)
-        x = self.decoder_norm(x)
-        n = pred_positions.shape[1]
-        z = torch.gather(x, 1, (P + pred_positions)[:, :, None].expand(B, n, x.shape[-1]))
+        # Only the predicted slots are read out, so the last block computes only those rows (every
+        # block before it must run on all slots: they are the last block's keys and values).
+        z = self.decoder_norm(self.decoder_blocks[-1].forward_rows(x, P + pred_positions))
         return z + self.diffusion_pos_embed_learned[0][pred_positions]
 
     def forward(self, tokens, positions, class_ids, pred_positions):
