@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from gtr import __version__
+from gtr.commands.bench import bench_cmd
 from gtr.commands.build import build_cmd
 from gtr.commands.check import check_cmd, image_psnr
 from gtr.commands.common import PLAN_OPTION_NAMES, cache_dir, echo_plan, friendly_errors, make_plans, plan_options
@@ -20,7 +21,7 @@ from gtr.commands.plan import plan_cmd
 from gtr.commands.run import run_cmd, select_plan
 
 # What other modules and the gtr-* scripts import from here.
-__all__ = ["main", "build_cmd", "check_cmd", "download_cmd", "eval_cmd", "export_cmd", "inspect_cmd", "plan_cmd",
+__all__ = ["main", "bench_cmd", "build_cmd", "check_cmd", "download_cmd", "eval_cmd", "export_cmd", "inspect_cmd", "plan_cmd",
            "run_cmd", "image_psnr", "PLAN_OPTION_NAMES", "cache_dir", "echo_plan", "friendly_errors", "make_plans",
            "plan_options", "DEFAULT_PLANS", "find_weights", "select_plan"]
 
@@ -34,5 +35,5 @@ def main():
     """
 
 
-for _cmd in (export_cmd, download_cmd, run_cmd, plan_cmd, inspect_cmd, check_cmd, eval_cmd, build_cmd):
+for _cmd in (export_cmd, download_cmd, run_cmd, plan_cmd, inspect_cmd, check_cmd, eval_cmd, build_cmd, bench_cmd):
     main.add_command(_cmd)

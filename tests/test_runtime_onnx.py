@@ -82,11 +82,14 @@ def test_deterministic(bundles, plans, precision):
     assert not np.allclose(a.tokens, c.tokens)
 
 
+@pytest.mark.parametrize("threads", [1, 3], ids=["one-shard", "three-shards"])
 @pytest.mark.parametrize("cfg", [True, False])
-def test_diffuse_equals_head_step_loop(bundles, cfg):
-    """The IO-binding head loop (diffuse) gives the same result as one head_step call per step.
+def test_diffuse_equals_head_step_loop(bundles, cfg, threads):
+    """The IO-binding head loop (diffuse) gives the same result as one head_step call per step, also when
+    its rows run as shards on several threads (3 shards of groups of 3 and 9 rows: 1 + 3 rows each).
     (Run on CPU here; on CUDA the same bindings keep x on the device.)"""
-    comps = OnnxComponents(bundles["fp32"], threads=1)
+    comps = OnnxComponents(bundles["fp32"], threads=threads)
+    assert comps.head_shards == threads
 
     class PlainLoop:  # the same components without `diffuse`
         head_step = comps.head_step
@@ -102,6 +105,18 @@ def test_diffuse_equals_head_step_loop(bundles, cfg):
     bound = run_head(comps, x.copy(), z, calls, 2.5, noise, 4)
     np.testing.assert_allclose(bound, looped, rtol=0, atol=1e-6)
     assert not np.allclose(bound, x)
+
+
+def test_row_shards_keep_active_rows_a_prefix():
+    """Every shard takes an even share of each group, in order, so the work of every head call splits
+    evenly: in a 7@50 + 57@20 step the first 30 calls run 7 rows (4 + 3), the last 20 run 64 (33 + 31)."""
+    from gtr.runtime.sampler import row_shards
+    shards = row_shards([7, 57], 2)
+    assert sorted(np.concatenate(shards).tolist()) == list(range(64))
+    assert all((np.diff(s) > 0).all() for s in shards)
+    assert [int(np.searchsorted(s, 7)) for s in shards] == [4, 3]
+    assert [len(s) for s in shards] == [33, 31]
+    assert [len(s) for s in row_shards([1], 4)] == [1]  # no empty shards
 
 
 def test_cuda_fallback_runs_on_the_session_device(bundles, plans, reference, monkeypatch):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 def export(model: str, output=None, *, precision: str = "fp32", plans=None, checkpoint=None, vae=None,
            weights: str = "ema", random_weights: bool = False, download: bool = False, batch: int = 1,
-           seed: int = 0, log=print, calibration=None, **plan_options) -> Path:
+           seed: int = 0, log=print, calibration=None, verify: bool = True, **plan_options) -> Path:
     """Export `model` (mar-b, mar-l, mar-h, mar-tiny, mar-test) into one .plan bundle; returns its path.
 
     output: default <model>-<precision>.plan. plans: names, mar-N or plan .json files (the first is
@@ -21,6 +21,8 @@ def export(model: str, output=None, *, precision: str = "fp32", plans=None, chec
     plan_options: the plan options of gtr-plan by their Python names (cfg, temperature, t_rec, ...).
     log: called with each progress line (None: quiet).
     calibration: int8 only, a gtr.calibration.CalibrationSpec (classes, seeds, method); default its defaults.
+    verify: check every graph against torch on ONNX Runtime at each listed shape (False: skip, saves
+    minutes on big models).
     """
     from gtr.cli import DEFAULT_PLANS, PLAN_OPTION_NAMES, cache_dir, find_weights, make_plans
     from gtr.configs import get_config
@@ -52,7 +54,8 @@ def export(model: str, output=None, *, precision: str = "fp32", plans=None, chec
     say(f"exporting {config.name} ({'RANDOM weights' if random_weights else sources.get('checkpoint', '')}) "
         f"at {precision}, plans: {', '.join(p.name for p in plan_objs)}, batch {batch}")
     summary = export_bundle(config, mar, vae_model, plan_objs, batch=batch, precision=precision, out_path=output,
-                            random_weights=random_weights, sources=sources, log=say, calibration=calibration)
+                            random_weights=random_weights, sources=sources, log=say, calibration=calibration,
+                            verify=verify)
     say(f"wrote {output} ({summary['size'] / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f} s")
     return output
 

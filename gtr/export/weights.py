@@ -44,3 +44,12 @@ def build_models(config: MARConfig, checkpoint=None, vae=None, weights="ema", ra
     mar = load_mar(config, checkpoint, weights=weights)
     vae_model = load_vae(config.vae, vae, with_encoder=False)
     return mar, vae_model, {"checkpoint": str(checkpoint), "vae": str(vae), "weights": weights}
+
+
+def bundle_models(manifest: dict, config: MARConfig, checkpoint=None, vae=None, find_weights=None):
+    """(MAR, VAE, sources) rebuilt from what a bundle's manifest records of its weights (the reference
+    gtr-check and gtr-bench compare with); `checkpoint` / `vae` replace the recorded paths."""
+    src = manifest.get("sources") or {}
+    return build_models(config, checkpoint=checkpoint or src.get("checkpoint"), vae=vae or src.get("vae"),
+                        weights=src.get("weights", "ema"), random_weights=bool(manifest.get("random_weights")),
+                        seed=int(src.get("random_seed", 0)), find_weights=find_weights)

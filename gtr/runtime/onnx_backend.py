@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
 
 from gtr.runtime.bundle import Bundle, BundleError, read_bundle
+from gtr.runtime.sampler import call_arrays, row_shards
 
 CUDA = "CUDAExecutionProvider"
 
@@ -49,6 +51,9 @@ def make_session(proto, external: dict, providers=None, threads: int | None = No
     if threads:
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
+    # Idle pool threads sleep instead of spinning: the head shards (diffuse) run right after a backbone
+    # call, and a spinning backbone pool would take their cores (measured by gtr-bench).
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if external:
         names = list(external)
         bufs = [np.frombuffer(external[n], dtype=np.uint8) for n in names]
@@ -83,6 +88,9 @@ class OnnxComponents:
         self.config = bundle.config
         self.providers = list(providers or default_providers())  # as asked for
         self.threads = threads
+        # CPU head loops run as row shards on single-threaded sessions, one shard per thread (diffuse).
+        self.head_shards = max(1, int(threads or os.cpu_count() or 1))
+        self._pool = ThreadPoolExecutor(self.head_shards, thread_name_prefix="gtr-head") if self.head_shards > 1 else None
         self.log = log
         self._graphs = bundle.graphs
         self._sessions: dict[str, ort.InferenceSession] = {}
@@ -116,7 +124,8 @@ class OnnxComponents:
                               f"(it has: {', '.join(self._graphs) or 'none'})")
         external = {g["weights"]: self.bundle.member(g["weights"])} if g.get("weights") else {}
         try:
-            s = make_session(self.bundle.member(g["member"]), external, self.providers, self.threads)
+            threads = 1 if name.startswith("head") and self.head_shards > 1 else self.threads
+            s = make_session(self.bundle.member(g["member"]), external, self.providers, threads)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise BundleError(f"{self.bundle.path}: cannot load graph {name!r}: "
                               f"{str(e).strip().splitlines()[0]}") from None
@@ -168,37 +177,54 @@ class OnnxComponents:
         return s.run(None, {"tokens": np.ascontiguousarray(tokens, dtype=np.float32)})[0]
 
     def diffuse(self, x, z, calls, cfg_weight, step_noise):
-        """The whole head loop of one AR step (see gtr.runtime.sampler.run_head), with IO binding."""
+        """The whole head loop of one AR step (see gtr.runtime.sampler.run_head), with IO binding.
+
+        On the CPU the rows are split into `head_shards` shards (each group's rows evenly, so every
+        call's work splits evenly) whose loops run at once on single-threaded sessions: rows are
+        independent through the whole loop, and one thread per shard beats several threads on
+        one small GEMM (README, gtr-bench).
+        """
         R, c = x.shape
         cfg = z.shape[0] == 2 * R
         name = self._head_name(cfg)
         if name == "head" and not cfg:
             z, cfg_weight, cfg = np.concatenate([z, z]), 1.0, True
-        sess = self.session(name)
-        inputs = self._inputs[name]
-        n = len(calls)
-        # Per-call inputs laid out as n blocks (each 256-byte aligned for device kernels); call j binds
-        # the first `rows` rows of block j.
-        t_all, t_stride = _blocks(n, R, np.int64)
-        coef_all, coef_stride = _blocks(n, R * 7, np.float32)
-        noise_all, noise_stride = _blocks(n, R * c, np.float32)
-        for j, call in enumerate(calls):
-            r = call.rows
-            t_all[j, :r] = call.t
-            coef_all[j, :r * 7] = call.coef.reshape(-1)
-            start = 0
-            for noise, i in zip(step_noise, call.noise_index):
-                g = noise.shape[1] * c
-                if i >= 0:
-                    noise_all[j, start:start + g] = noise[i].reshape(-1)
-                start += g
-        w = np.full((R, 1), cfg_weight, np.float32)
-        # z of the active prefix: rows [:r] (no CFG) or [:r] and [R:R + r] (CFG), one copy per distinct r.
-        z_of = {}
-        for r in sorted({call.rows for call in calls}):
-            z_of[r] = np.ascontiguousarray(np.concatenate([z[:r], z[R:R + r]]) if cfg else z[:r], dtype=np.float32)
+        self.session(name)
+        rows, t_all, coef_all, noise_all = call_arrays(calls, step_noise, R, c)
+        z_c, z_u = z[:R], (z[R:] if cfg else None)
+        shards = row_shards([n.shape[1] for n in step_noise], self._shard_count(name))
+        if len(shards) == 1:
+            x[...] = self._head_loop(name, x, z_c, z_u, rows, t_all, coef_all, noise_all, cfg_weight)
+            return x
+        jobs = [self._pool.submit(self._head_loop, name, x[i], z_c[i], None if z_u is None else z_u[i],
+                                  np.searchsorted(i, rows), t_all[:, i], coef_all[:, i], noise_all[:, i], cfg_weight)
+                for i in shards]
+        for i, job in zip(shards, jobs):
+            x[i] = job.result()
+        return x
 
-        dev = self._device[name]  # where this session really runs, whatever was asked for
+    def _shard_count(self, name: str) -> int:
+        return self.head_shards if self._device[name] == "cpu" else 1
+
+    def _head_loop(self, name, x, z_c, z_u, rows, t_all, coef_all, noise_all, cfg_weight) -> np.ndarray:
+        """Head calls j = 0.. on rows [:rows[j]] of x [R,c]; per-call inputs t_all [n,R], coef_all [n,R,7],
+        noise_all [n,R,c]; z_c / z_u [R,D] the cond / uncond z (z_u None without CFG). Returns the final x."""
+        R, c = x.shape
+        n = len(rows)
+        sess, inputs, dev = self._sessions[name], self._inputs[name], self._device[name]
+        # Per-call inputs as n blocks, each 256-byte aligned for device kernels; call j binds the first
+        # rows[j] rows of block j.
+        t_blk, t_stride = _blocks(n, R, np.int64)
+        coef_blk, coef_stride = _blocks(n, R * 7, np.float32)
+        noise_blk, noise_stride = _blocks(n, R * c, np.float32)
+        t_blk[:, :R] = t_all
+        coef_blk[:, :R * 7] = coef_all.reshape(n, -1)
+        noise_blk[:, :R * c] = noise_all.reshape(n, -1)
+        w = np.full((R, 1), cfg_weight, np.float32)
+        # z of the active prefix: rows [:r] of z_c (and of z_u with CFG), one copy per distinct r.
+        z_of = {r: np.ascontiguousarray(z_c[:r] if z_u is None else np.concatenate([z_c[:r], z_u[:r]]), np.float32)
+                for r in sorted(set(int(r) for r in rows))}
+
         keep = []  # on CPU an OrtValue wraps the numpy memory: keep the arrays alive until the loop ends
 
         def put(a):
@@ -206,36 +232,32 @@ class OnnxComponents:
             keep.append(a)
             return ort.OrtValue.ortvalue_from_numpy(a, dev, 0)
 
-        vals = {"t": put(t_all), "coef": put(coef_all), "noise": put(noise_all), "cfg_weight": put(w)}
-        zvals = {r: put(a) for r, a in z_of.items()}
+        t_ptr, coef_ptr, noise_ptr, w_ptr = (put(a).data_ptr() for a in (t_blk, coef_blk, noise_blk, w))
+        z_ptr = {r: put(a).data_ptr() for r, a in z_of.items()}
         xa, xb = put(x.astype(np.float32, copy=True)), put(x.astype(np.float32, copy=True))
-        ptr = {k: v.data_ptr() for k, v in vals.items()}
-        step = {"t": t_stride, "coef": coef_stride, "noise": noise_stride}
-
         io = sess.io_binding()
         f32, i64 = np.float32, np.int64
         bind_in, bind_out = io.bind_input, io.bind_output
         has_w = "cfg_weight" in inputs
         src, dst = xa, xb
         last_r = None
-        for j, call in enumerate(calls):
-            r = call.rows
+        for j in range(n):
+            r = int(rows[j])
+            if r == 0:
+                continue  # a shard with no rows of the groups active at this call
             if r != last_r:
-                bind_in("z", dev, 0, f32, [2 * r if cfg else r, z_of[r].shape[1]], zvals[r].data_ptr())
+                bind_in("z", dev, 0, f32, [r if z_u is None else 2 * r, z_of[r].shape[1]], z_ptr[r])
                 if has_w:
-                    bind_in("cfg_weight", dev, 0, f32, [r, 1], ptr["cfg_weight"])
+                    bind_in("cfg_weight", dev, 0, f32, [r, 1], w_ptr)
                 last_r = r
             bind_in("x", dev, 0, f32, [r, c], src.data_ptr())
-            bind_in("t", dev, 0, i64, [r], ptr["t"] + j * step["t"])
-            bind_in("coef", dev, 0, f32, [r, 7], ptr["coef"] + j * step["coef"])
-            bind_in("noise", dev, 0, f32, [r, c], ptr["noise"] + j * step["noise"])
+            bind_in("t", dev, 0, i64, [r], t_ptr + j * t_stride)
+            bind_in("coef", dev, 0, f32, [r, 7], coef_ptr + j * coef_stride)
+            bind_in("noise", dev, 0, f32, [r, c], noise_ptr + j * noise_stride)
             bind_out("x_prev", dev, 0, f32, [r, c], dst.data_ptr())
             sess.run_with_iobinding(io)
             src, dst = dst, src
-        # Rows beyond the last call's prefix never ran (cannot happen: every group ends at k = 0 together).
-        out = src.numpy()
-        x[...] = out
-        return x
+        return src.numpy().copy()
 
     # ---- display
 

@@ -105,6 +105,39 @@ def run_head(components, x: np.ndarray, z: np.ndarray, calls, cfg_weight: float,
     return x
 
 
+def call_arrays(calls, step_noise: list[np.ndarray], R: int, token_dim: int):
+    """Dense per-call inputs of a step's head calls over all R merged rows: rows [n] (active prefix of
+    each call), t [n,R] int64, coef [n,R,7] float32, noise [n,R,c] float32 (zero where inactive or k = 0)."""
+    n = len(calls)
+    rows = np.array([call.rows for call in calls], np.int64)
+    t = np.zeros((n, R), np.int64)
+    coef = np.zeros((n, R, len(COEF_COLUMNS)), np.float32)
+    noise = np.zeros((n, R, token_dim), np.float32)
+    for j, call in enumerate(calls):
+        t[j, :call.rows] = call.t
+        coef[j, :call.rows] = call.coef
+        start = 0
+        for group_noise, i in zip(step_noise, call.noise_index):
+            g = group_noise.shape[1]
+            if i >= 0:
+                noise[j, start:start + g] = group_noise[i]
+            start += g
+    return rows, t, coef, noise
+
+
+def row_shards(group_rows: list[int], shards: int) -> list[np.ndarray]:
+    """Split merged rows (groups in order, sizes `group_rows`) into at most `shards` sorted index arrays,
+    each taking an even share of every group, so each shard's active rows at any head call are again
+    a prefix of the shard (the groups' order is kept). Empty shards are dropped."""
+    starts = np.cumsum([0] + list(group_rows))
+    parts = [[] for _ in range(max(1, shards))]
+    for g, size in enumerate(group_rows):
+        for k, chunk in enumerate(np.array_split(np.arange(starts[g], starts[g + 1]), len(parts))):
+            parts[k].append(chunk)
+    out = [np.concatenate(p) for p in parts]
+    return [p for p in out if p.size]
+
+
 @dataclass
 class SampleResult:
     tokens: np.ndarray   # [B, L, c] float32 (scaled-latent units)
