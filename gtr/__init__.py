@@ -25,6 +25,8 @@ class _CallableExport(_types.ModuleType):
     one name can hold one object, so the package module itself is made callable."""
 
     def __call__(self, *args, **kwargs):
+        from gtr.extras import require
+        require("gtr.export()", "export", "runtime")  # not installed: one line with the pip command
         from gtr.export.api import export
         return export(*args, **kwargs)
 

@@ -25,8 +25,9 @@ def _stderr(line: str) -> None:
 
 def _onnx(bundle, device: str, threads):
     from gtr.pipeline import providers
+    chosen = providers(device)  # first: says in one line when onnxruntime is not installed
     from gtr.runtime.onnx_backend import OnnxComponents
-    return OnnxComponents(bundle, providers=providers(device), threads=threads)
+    return OnnxComponents(bundle, providers=chosen, threads=threads)
 
 
 def make_components(bundle, backend: str = "auto", device: str = "auto", threads: int | None = None,
@@ -43,11 +44,12 @@ def make_components(bundle, backend: str = "auto", device: str = "auto", threads
         return _onnx(bundle, device, threads), bundle
     fallback = None
     if backend == "auto":  # for call shapes the engines have no profile for
+        from gtr.extras import MissingExtra
         from gtr.pipeline import PipelineError
         try:
             fallback = _onnx(bundle, device, threads)
-        except PipelineError:  # --device cuda without onnxruntime's CUDA provider: TensorRT alone
-            fallback = None
+        except (PipelineError, MissingExtra):  # no onnxruntime, or --device cuda without its CUDA provider:
+            fallback = None                    # TensorRT alone
     try:
         return _tensorrt(bundle, rebuild, log, fallback)
     except EngineError as e:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,17 +41,26 @@ class SaveResult:
 
 def providers(device: str) -> list[str]:
     """onnxruntime execution providers for device auto | cpu | cuda."""
-    import onnxruntime as ort
+    from gtr.extras import import_onnxruntime, ort_builds, ort_clash
+    ort = import_onnxruntime()  # not installed: MissingExtra, one line naming the pip command
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if device not in ("auto", "cuda"):
         raise PipelineError(f"device must be auto, cpu or cuda, got {device!r}")
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if device == "cuda":
-        raise PipelineError("device cuda: onnxruntime has no CUDA provider here "
-                            "(install onnxruntime-gpu: pip install 'gtr-mar[gpu]')")
-    return ["CPUExecutionProvider"]
+    # Two onnxruntime builds in one environment overwrite each other's files: the CUDA provider may be gone.
+    clash = ort_clash()
+    cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if device == "cuda" and not cuda:
+        if clash:
+            raise PipelineError(f"device cuda: onnxruntime has no CUDA provider: {clash}")
+        if "onnxruntime-gpu" in ort_builds():
+            raise PipelineError("device cuda: onnxruntime-gpu is installed but has no CUDA provider; reinstall it: "
+                                "pip install --force-reinstall onnxruntime-gpu")
+        raise PipelineError("device cuda: the installed onnxruntime is the CPU build (no CUDA provider); replace it: "
+                            "pip uninstall -y onnxruntime && pip install onnxruntime-gpu")
+    if clash:
+        print(f"note: {clash}", file=sys.stderr)
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
 
 
 class Pipeline:

@@ -27,6 +27,9 @@ def check_cmd(bundle, checkpoint, vae, plan_name, classes, seed, backend):
     tolerances of the bundle's precision (fp32: tokens <= 1e-3 relative and PSNR >= 40 dB; fp16: PSNR >= 30 dB;
     int8: PSNR >= 25 dB).
     """
+    from gtr.extras import require
+    require("gtr-check" + (" --backend tensorrt" if backend == "tensorrt" else ""), "export", "runtime",
+            *(("tensorrt",) if backend == "tensorrt" else ()))
     from gtr.export.weights import build_models
     from gtr.runtime.bundle import read_bundle
     from gtr.runtime.onnx_backend import OnnxComponents

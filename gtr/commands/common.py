@@ -32,7 +32,7 @@ PROJECT_ERRORS = (("gtr.plan.plan", "PlanError"), ("gtr.configs", "ConfigError")
                   ("gtr.export.onnx_export", "ExportError"), ("gtr.eval.metrics", "EvalError"),
                   ("gtr.download", "DownloadError"), ("gtr.pipeline", "PipelineError"),
                   ("gtr.runtime.engine_store", "EngineError"), ("gtr.runtime.cuda", "CudaError"),
-                  ("gtr.calibration.spec", "CalibrationError"))
+                  ("gtr.calibration.spec", "CalibrationError"), ("gtr.extras", "MissingExtra"))
 
 
 class InternalError(click.ClickException):

@@ -42,6 +42,8 @@ def eval_cmd(bundle, model, checkpoint, vae, plans, suite, per_class, seed, batc
       gtr-eval --suite sweep --per-class 20 --outdir eval-sweep     # quality-vs-FLOPs frontier
       gtr-eval --bundle mar-tiny-fp32.plan --suite paper           # the same plans on onnxruntime
     """
+    from gtr.extras import require
+    require("gtr-eval" + (" --bundle" if bundle else ""), "eval", *(("runtime",) if bundle else ()))
     from gtr.eval.report import format_table, quality_cost_plot, write_json
     from gtr.eval.run import evaluate_plans
     if per_class < 2 or batch < 1:

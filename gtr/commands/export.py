@@ -66,6 +66,8 @@ def export_cmd(model, precision, checkpoint, weights, vae, random_weights, plans
       gtr-export --model mar-b --download                 # fetch the official weights first
       gtr-export --model mar-tiny --precision int8 --calib-classes 0-9 --calib-seeds 2
     """
+    from gtr.extras import require
+    require("gtr-export", "export", "runtime")  # before anything is fetched or written
     from gtr.download import DownloadError
     from gtr.export.api import export  # the same code path as gtr.export(...) in Python
     calibration = None
