@@ -89,7 +89,7 @@ def test_diffuse_equals_head_step_loop(bundles, cfg, threads):
     its rows run as shards on several threads (3 shards of groups of 3 and 9 rows: 1 + 3 rows each).
     (Run on CPU here; on CUDA the same bindings keep x on the device.)"""
     comps = OnnxComponents(bundles["fp32"], threads=threads)
-    assert comps.head_shards == threads
+    assert comps.shards["head"] == threads
 
     class PlainLoop:  # the same components without `diffuse`
         head_step = comps.head_step

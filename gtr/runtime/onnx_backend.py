@@ -32,6 +32,7 @@ from gtr.runtime.bundle import Bundle, BundleError, read_bundle
 from gtr.runtime.sampler import call_arrays, row_shards
 
 CUDA = "CUDAExecutionProvider"
+SHARD_MAX_BYTES = 16 * 2**20  # graphs with weights up to this size run as row shards on the CPU (OnnxComponents)
 
 
 def default_providers() -> list[str]:
@@ -88,9 +89,15 @@ class OnnxComponents:
         self.config = bundle.config
         self.providers = list(providers or default_providers())  # as asked for
         self.threads = threads
-        # CPU head loops run as row shards on single-threaded sessions, one shard per thread (diffuse).
-        self.head_shards = max(1, int(threads or os.cpu_count() or 1))
-        self._pool = ThreadPoolExecutor(self.head_shards, thread_name_prefix="gtr-head") if self.head_shards > 1 else None
+        # On the CPU, a graph whose weights stay in cache runs as row shards on single-threaded sessions,
+        # one shard per thread at once (rows are independent: backbone rows, head rows through the whole
+        # loop); one thread per shard beats several threads on one small GEMM (README, gtr-bench). Each
+        # shard reads all the weights, so a big graph (MAR-B) runs as one call whose GEMMs use the threads.
+        threads_total = max(1, int(threads or os.cpu_count() or 1))
+        members = bundle.manifest.get("members", {})
+        self.shards = {name: (threads_total if members.get(g.get("weights"), {}).get("length", 0) <= SHARD_MAX_BYTES
+                              else 1) for name, g in bundle.graphs.items() if name != "vae_decoder"}
+        self._pool = ThreadPoolExecutor(threads_total, thread_name_prefix="gtr-rows") if threads_total > 1 else None
         self.log = log
         self._graphs = bundle.graphs
         self._sessions: dict[str, ort.InferenceSession] = {}
@@ -124,7 +131,7 @@ class OnnxComponents:
                               f"(it has: {', '.join(self._graphs) or 'none'})")
         external = {g["weights"]: self.bundle.member(g["weights"])} if g.get("weights") else {}
         try:
-            threads = 1 if name.startswith("head") and self.head_shards > 1 else self.threads
+            threads = 1 if self.shards.get(name, 1) > 1 else self.threads
             s = make_session(self.bundle.member(g["member"]), external, self.providers, threads)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise BundleError(f"{self.bundle.path}: cannot load graph {name!r}: "
@@ -159,8 +166,12 @@ class OnnxComponents:
 
     def backbone(self, tokens, positions, class_ids, pred_positions):
         s = self.session("backbone")
-        return s.run(None, {"tokens": tokens, "positions": positions, "class_ids": class_ids,
-                            "pred_positions": pred_positions})[0]
+        feeds = {"tokens": tokens, "positions": positions, "class_ids": class_ids, "pred_positions": pred_positions}
+        parts = np.array_split(np.arange(len(class_ids)), min(self._shard_count("backbone"), len(class_ids)))
+        if len(parts) == 1:
+            return s.run(None, feeds)[0]
+        jobs = [self._pool.submit(s.run, None, {k: v[p[0]:p[-1] + 1] for k, v in feeds.items()}) for p in parts]
+        return np.concatenate([job.result()[0] for job in jobs])
 
     def head_step(self, x, t, z, coef, cfg_weight, noise):
         r = x.shape[0]
@@ -179,10 +190,8 @@ class OnnxComponents:
     def diffuse(self, x, z, calls, cfg_weight, step_noise):
         """The whole head loop of one AR step (see gtr.runtime.sampler.run_head), with IO binding.
 
-        On the CPU the rows are split into `head_shards` shards (each group's rows evenly, so every
-        call's work splits evenly) whose loops run at once on single-threaded sessions: rows are
-        independent through the whole loop, and one thread per shard beats several threads on
-        one small GEMM (README, gtr-bench).
+        On the CPU a small head's rows are split into shards (each group's rows evenly, so every
+        call's work splits evenly) whose loops run at once on single-threaded sessions (see __init__).
         """
         R, c = x.shape
         cfg = z.shape[0] == 2 * R
@@ -204,7 +213,7 @@ class OnnxComponents:
         return x
 
     def _shard_count(self, name: str) -> int:
-        return self.head_shards if self._device[name] == "cpu" else 1
+        return self.shards.get(name, 1) if self._device[name] == "cpu" else 1
 
     def _head_loop(self, name, x, z_c, z_u, rows, t_all, coef_all, noise_all, cfg_weight) -> np.ndarray:
         """Head calls j = 0.. on rows [:rows[j]] of x [R,c]; per-call inputs t_all [n,R], coef_all [n,R,7],
