@@ -17,6 +17,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip uninstall --quiet -y gtr 2>/dev/null || true  # the project's distribution was called gtr before gtr-mar
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# For gtr-bench --official (the official MAR code, timed in tests/test_bench.py): timm without its
+	# dependencies, which would replace the CPU torch; its checkout's sitecustomize.py stands in for torchvision.
+	$(BIN)/pip install --quiet --no-deps timm==0.9.12
+	$(BIN)/pip install --quiet huggingface_hub pyyaml
 	touch $@
 
 # Quickstart: export the shipped mar-tiny with the GtR plan (default) and the mar-64 baseline, draw a 3,

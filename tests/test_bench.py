@@ -51,14 +51,23 @@ def test_bench_tiny_model(tmp_path, one_torch_thread):
     assert "| onnxruntime | fp32 | gtr |" in r.output and "batch 2" in r.output
 
 
-def test_bench_bundle_tokens_only(tmp_path, tiny_bundle):
+def test_bench_bundles_tokens_only(tmp_path, tiny_bundle, models, plans):
+    """Several bundles (e.g. fp32 and int8 of one model): each is timed on the plans it holds."""
+    from gtr.export.exporter import export_bundle
+    from tiny_export_model import TINY
+    one = tmp_path / "one.plan"
+    export_bundle(TINY, *models, plans[1:], batch=1, precision="fp16", out_path=one, random_weights=True,
+                  sources={"random_seed": 0}, verify=False)
     out = tmp_path / "b"
-    r = run("bench", tiny_bundle, "--backend", "onnxruntime", "--batch", "1", "--rounds", "1", "--warmup", "0",
+    r = run("bench", tiny_bundle, one, "--backend", "onnxruntime", "--batch", "1", "--rounds", "1", "--warmup", "0",
             "--tokens-only", "-o", out)
     assert r.exit_code == 0, r.output
-    record, rows = _rows(out)
+    record, _ = _rows(out)
+    assert sorted((row["precision"], row["plan"]) for row in record["rows"]) == \
+        sorted([("fp32", plans[0].name), ("fp32", plans[1].name), ("fp16", plans[1].name)])
+    assert f"has no plan {plans[0].name!r}" in r.output
     assert record["decode"] is False and record["baseline"] is None
-    assert all(row["split_s_per_image"]["decode"] == 0 and "speedup_tokens" not in row for row in rows.values())
+    assert all(row["split_s_per_image"]["decode"] == 0 and "speedup_tokens" not in row for row in record["rows"])
 
 
 @pytest.mark.skipif(importlib.util.find_spec("timm") is None or not (ANCHOR / "models/mar.py").is_file(),

@@ -14,6 +14,8 @@ import sys
 import time
 from collections import Counter
 
+from gtr.bench.timing import timed
+
 TIMM_HINT = "pip install --no-deps timm==0.9.12 huggingface_hub safetensors pyyaml"
 
 
@@ -76,18 +78,9 @@ class OfficialRunner:
         for owner, name, part in ((self.model, "forward_mae_encoder", "backbone"),
                                   (self.model, "forward_mae_decoder", "backbone"),
                                   (self.model.diffloss, "sample", "head")):
-            setattr(owner, name, self._timed(getattr(owner, name), part))
+            setattr(owner, name, timed(getattr(owner, name), self.seconds, part))
         if threads:
             torch.set_num_threads(threads)
-
-    def _timed(self, fn, part):
-        def timed(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds[part] += time.perf_counter() - t0
-        return timed
 
     def run(self, labels, seed: int) -> dict:
         import torch

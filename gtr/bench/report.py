@@ -25,7 +25,7 @@ def table(rows: list[dict], batch: int, probe: dict) -> str:
         decode = _ms(s["decode"]) if r["decode"] else "n/a"
         lines.append(f"| {r['backend']} | {r['precision']} | {r['plan']} | {r['s_per_image']:.3f} | {_ms(s['backbone'])} "
                      f"| {_ms(s['head'])} | {decode} | {_ms(s['loop'])} | {rate('backbone')} | {rate('head')} "
-                     f"| {r['images_per_s']:.2f} | {speed} |")
+                     f"| {r['images_per_s']:.3g} | {speed} |")
     return "\n".join(lines)
 
 

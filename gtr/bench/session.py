@@ -26,6 +26,7 @@ class BenchSession:
         self.threads, self.device, self.decode, self.echo = threads, device, decode, echo
         self.bundles = []  # gtr.runtime.bundle.Bundle, one per precision
         self.plans = []
+        self.cfg = None
         self.config = None
         self.models = None  # (MAR, VAE) of the torch reference, built on first need
         self.entries: list[Entry] = []
@@ -54,10 +55,11 @@ class BenchSession:
                 raise BundleError(f"{b.path}: a different model than {self.bundles[0].path}; bench one model at a time")
         from gtr.commands.run import select_plan
         names = list(plan_names) or list(self.bundles[0].plans())
-        self.plans = [select_plan(self.bundles[0], n, cfg=cfg) for n in names]
-        for b in self.bundles[1:]:
-            for n in names:
-                select_plan(b, n)  # every bundle must hold every plan
+        self.cfg = cfg
+        # Each plan as the first bundle that holds it defines it (a plan no bundle holds is an error);
+        # a bundle is timed on the plans it holds.
+        self.plans = [select_plan(next((b for b in self.bundles if n in b.plans()), self.bundles[0]), n, cfg=cfg)
+                      for n in names]
 
     def _torch_models(self):
         if self.models is None:
@@ -69,8 +71,11 @@ class BenchSession:
 
     def add_entries(self, backends, official) -> None:
         from gtr.extras import installed
-        if backends is None:
-            backends = ["onnxruntime"] + [b for b, mod in (("torch", "torch"), ("tensorrt", "tensorrt")) if installed(mod)]
+        if backends is None:  # TensorRT by default only where it is installed and the bundle has engines (gtr-build)
+            from gtr.runtime.engine_store import engine_entries
+            backends = ["onnxruntime"] + (["torch"] if installed("torch") else [])
+            if installed("tensorrt") and all(engine_entries(b) for b in self.bundles):
+                backends.append("tensorrt")
         for backend in backends:
             if backend == "torch":
                 self._add_torch()
@@ -85,8 +90,13 @@ class BenchSession:
 
     def _add_bundle(self, bundle, backend) -> None:
         from gtr.backends import make_components
-        comps, _ = make_components(bundle, backend, self.device, self.threads)
-        for plan in self.plans:
+        comps, _ = make_components(bundle, backend, "cuda" if backend == "tensorrt" else self.device, self.threads)
+        from gtr.commands.run import select_plan
+        for name in (p.name for p in self.plans):
+            if name not in bundle.plans():
+                self.echo(f"note: {bundle.path} has no plan {name!r}; not timed on it")
+                continue
+            plan = select_plan(bundle, name, cfg=self.cfg)
             if hasattr(comps, "prepare"):
                 comps.prepare(plan)
             self.entries.append(component_entry(backend, bundle.precision, plan, comps, self.config, self.decode))
@@ -130,7 +140,7 @@ class BenchSession:
         self.echo(f"matmul probe ({probe['engine']} {probe['n']}x{probe['n']}, {self.threads} threads): "
                   f"{probe['gflops']:.0f} GFLOP/s")
         total = len(batches) * len(self.entries) * (rounds + warmup)
-        with tqdm(total=total, desc="bench", unit="run", leave=False) as bar:
+        with tqdm(total=total, desc="bench", unit="run", leave=False, disable=None) as bar:  # no bar when not a TTY
             measure(self.entries, batches, rounds, classes, self.config, seed, warmup, progress=bar.update)
         base = self.baseline()
         rows = summarize(self.entries, self.config, probe, base)

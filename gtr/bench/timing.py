@@ -15,6 +15,17 @@ PARTS = ("backbone", "head", "decode", "loop")
 _TIMED = {"backbone": "backbone", "head_step": "head", "diffuse": "head", "decode": "decode"}
 
 
+def timed(fn, seconds: Counter, part: str):
+    """fn, adding the seconds of each call to seconds[part]."""
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            seconds[part] += time.perf_counter() - t0
+    return wrapper
+
+
 class TimedComponents:
     """Forwards to `components`, adding the seconds of each call to `self.seconds[part]`."""
 
@@ -25,16 +36,7 @@ class TimedComponents:
     def __getattr__(self, name):
         attr = getattr(self._components, name)  # AttributeError for a missing diffuse, as the sampler expects
         part = _TIMED.get(name)
-        if part is None:
-            return attr
-
-        def timed(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return attr(*args, **kwargs)
-            finally:
-                self.seconds[part] += time.perf_counter() - t0
-        return timed
+        return attr if part is None else timed(attr, self.seconds, part)
 
 
 def timed_sample(components, plan, labels, seed: int, config, decode: bool) -> dict:

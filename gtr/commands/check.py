@@ -30,7 +30,7 @@ def check_cmd(bundle, checkpoint, vae, plan_name, classes, seed, backend):
     from gtr.extras import require
     require("gtr-check" + (" --backend tensorrt" if backend == "tensorrt" else ""), "export", "runtime",
             *(("tensorrt",) if backend == "tensorrt" else ()))
-    from gtr.export.weights import build_models
+    from gtr.export.weights import bundle_models
     from gtr.runtime.bundle import read_bundle
     from gtr.runtime.onnx_backend import OnnxComponents
     from gtr.models.reference import TorchComponents
@@ -38,10 +38,7 @@ def check_cmd(bundle, checkpoint, vae, plan_name, classes, seed, backend):
 
     b = read_bundle(bundle)
     m, config = b.manifest, b.config
-    src = m.get("sources") or {}
-    mar, vae_model, _ = build_models(config, checkpoint=checkpoint or src.get("checkpoint"), vae=vae or src.get("vae"),
-                                     weights=src.get("weights", "ema"), random_weights=bool(m.get("random_weights")),
-                                     seed=int(src.get("random_seed", 0)), find_weights=find_weights)
+    mar, vae_model, _ = bundle_models(m, config, checkpoint, vae, find_weights=find_weights)
     labels = list(classes) or [c % config.num_classes for c in (0, 1)]
     _labels(labels, 1, config.num_classes)
     plans = b.plans()
