@@ -9,7 +9,7 @@ rewrites the exported fp32 graph:
   memory-bound on its weights).
 * Everything else stays fp32, which covers what must not run in fp16: LayerNorm, GroupNorm
   (InstanceNormalization + affine in the export), softmax, GELU/SiLU, residual adds, the timestep
-  sinusoid (Exp, Cos, Sin), and the diffusion update (r1*x - r2*eps reaches ~1e5 at t = 999, beyond
+  embedding (a lookup table in the head graph), and the diffusion update (r1*x - r2*eps reaches ~1e5 at t = 999, beyond
   the fp16 maximum 65504; mar-spec.md §11).
 * Storage: every float initializer feeding a fp16 op, and every other float initializer of
   `STORE_FP16_MIN` elements or more (position embeddings, the class table), is stored in fp16; the
@@ -59,7 +59,7 @@ TOLERANCES = {
 PRECISION_NOTES = {
     "fp32": "fp32 everywhere",
     "fp16": ("fp16 weights and compute for MatMul/Gemm/Conv (Cast in, Cast out); LayerNorm, GroupNorm, "
-             "softmax, activations, residuals, timestep sinusoid and the diffusion update in fp32; "
+             "softmax, activations, residuals, timestep embedding and the diffusion update in fp32; "
              f"other float initializers of >= {STORE_FP16_MIN} elements stored fp16 and cast to fp32; "
              "graph inputs/outputs fp32"),
     "int8": ("int8 QDQ (symmetric, zero point 0; activations per tensor, weights per output channel) on the "
