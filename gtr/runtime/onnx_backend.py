@@ -15,6 +15,11 @@ the next), and only the final x comes back. On CUDA everything stays on the GPU 
 on CPU the same code binds numpy memory directly (no copies). Only the CPU path is tested here (no
 GPU in CI); the CUDA path differs only in the device name given to OrtValue and the bindings.
 
+On the CPU, graphs with small weights (`SHARD_MAX_BYTES`) run as row shards: one single-threaded
+session call per thread at once, over a part of the rows (the backbone's batch rows; the head loop's
+rows, each FTS group split evenly). Rows are independent, so results equal one call's up to float
+rounding; at batch 1 this beats two threads sharing each small GEMM (README, Speed).
+
 The device comes from each session's own providers (`session.get_providers()`), not from the ones
 asked for: onnxruntime falls back to the CPU when CUDA cannot start (missing libraries, no GPU), and
 then binding CUDA buffers would fail. Such a fallback is reported in one line (on stderr by default).
