@@ -37,6 +37,8 @@ class BenchSession:
         from gtr.extras import require
         require("gtr-bench --model", "export", "runtime")
         import gtr
+        from gtr.configs import get_config
+        get_config(model)  # an unknown model fails here, before anything is said or exported
         options = {} if cfg is None else {"cfg": cfg}
         paths = []
         for precision in precisions:
