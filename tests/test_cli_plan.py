@@ -1,14 +1,9 @@
 """gtr-plan as a user runs it."""
 import json
 
-from click.testing import CliRunner
-
-from gtr.cli import main
 from gtr.plan import SamplingPlan
 
-
-def run(*args):
-    return CliRunner().invoke(main, list(args))
+from cli_helpers import run
 
 
 def test_plan_show_gtr_on_mar_h_prints_table_cost_and_ratio():

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from gtr.cli import main
+from cli_helpers import one_line_error, run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -26,19 +25,6 @@ def _traceback_files_in_tmp(tmp_path, monkeypatch):
     """Internal errors save their traceback in the temp folder: keep those of these tests in tmp_path."""
     import tempfile
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line_error(r):
-    """An expected failure: exit status 1 (2 for click's usage errors), one 'Error: ...' line, not a bug."""
-    assert r.exit_code in (1, 2), (r.exit_code, r.output)
-    assert "Traceback" not in r.output and "internal error" not in r.output, r.output
-    errors = [l for l in r.output.splitlines() if l.startswith("Error")]
-    assert len(errors) == 1, r.output
-    return errors[0]
 
 
 def tiny_shipped() -> bool:

@@ -9,9 +9,7 @@ import importlib.util
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from gtr.cli import main
 from gtr.configs import get_config
 from gtr.export.exporter import static_shapes
 from gtr.export.onnx_export import io_specs
@@ -23,23 +21,12 @@ from gtr.runtime.engine_store import (ENGINE_MEMBER, EngineError, Target, engine
 from gtr.runtime.profiles import MAX_PROFILES, Profile, derive_profiles, input_dims, profile_dims
 
 from tiny_export_model import TINY  # noqa: E402  (tests/ is on sys.path under pytest)
+from cli_helpers import one_line_error, run
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 needs_no_tensorrt = pytest.mark.skipif(HAVE_TENSORRT, reason="checks the errors where TensorRT is NOT installed")
 ORIN = Target("10.3.0", "Orin", "8.7")
 RTX = Target("10.3.0", "NVIDIA GeForce RTX 4090", "8.9")
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line_error(r):
-    assert r.exit_code in (1, 2), (r.exit_code, r.output)
-    assert "Traceback" not in r.output and "internal error" not in r.output, r.output
-    errors = [line for line in r.output.splitlines() if line.startswith("Error")]
-    assert len(errors) == 1, r.output
-    return errors[0]
 
 
 def manifest_inputs(config, graph):

@@ -12,15 +12,15 @@ reason. Nothing stands in for TensorRT. What it checks, on your machine:
 """
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install 'gtr-mar[tensorrt]')")
 
-from gtr.cli import main  # noqa: E402
 from gtr.runtime import cuda  # noqa: E402
 from gtr.runtime.bundle import read_bundle, write_bundle  # noqa: E402
 from gtr.runtime.engine_store import (EngineError, current_target, find_engines, import_tensorrt,  # noqa: E402
                                       write_with_engines)
+
+from cli_helpers import run  # noqa: E402
 
 try:
     import_tensorrt()  # the version gtr needs (>= 10.1)
@@ -34,18 +34,9 @@ FP16_PSNR = 30.0  # gtr-check's fp16 bar
 FP16_REL = 3e-2   # one engine call against onnxruntime, max |diff| relative to the output's max |value|
 
 
-def run(*args):
-    """The command as a user runs it; r.output holds stdout and stderr (click >= 8.2)."""
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def output(r) -> str:
-    return r.output
-
-
 def build(path, tmp_path):
     r = run("build", path, "--timing-cache", tmp_path / "timing.cache")
-    assert r.exit_code == 0, output(r)
+    assert r.exit_code == 0, r.output
     return r
 
 
@@ -154,7 +145,7 @@ def test_cli_run_inspect_rebuild(mar_tiny, tmp_path):
     out = tmp_path / "three.png"
     for backend in ("tensorrt", "auto"):
         r = run("run", mar_tiny, "--class", 3, "-o", out, "--backend", backend)
-        assert r.exit_code == 0, output(r)
+        assert r.exit_code == 0, r.output
         assert "TensorRT" in r.output and out.is_file()
     r = run("inspect", mar_tiny, "--no-plans")
     engines = [line for line in r.output.splitlines() if line.startswith("engine ")]
@@ -166,7 +157,7 @@ def test_cli_run_inspect_rebuild(mar_tiny, tmp_path):
 def test_check_cli_with_tensorrt(mar_tiny):
     pytest.importorskip("torch")
     r = run("check", mar_tiny, "--backend", "tensorrt", "--plan", "mar-16")
-    assert r.exit_code == 0, output(r)
+    assert r.exit_code == 0, r.output
     assert r.output.count("PASS") == 2 and "tensorrt vs onnxruntime" in r.output and "tensorrt vs torch" in r.output
 
 
@@ -187,11 +178,11 @@ def test_engines_for_another_gpu(mar_tiny, tmp_path, monkeypatch):
     path = _rewrite(mar_tiny, tmp_path / "other.plan", other_gpu)
     assert "not for this" in find_engines(read_bundle(path), current_target())[1]
     r = run("run", path, "--class", 3, "-o", tmp_path / "a.png")
-    assert r.exit_code == 0 and "note: not using TensorRT" in output(r) and "onnxruntime" in r.output
+    assert r.exit_code == 0 and "note: not using TensorRT" in r.output and "onnxruntime" in r.output
     r = run("run", path, "--class", 3, "-o", tmp_path / "b.png", "--backend", "tensorrt")
     assert r.exit_code == 1 and "Some Other GPU" in r.output and not (tmp_path / "b.png").exists()
     r = run("run", path, "--class", 3, "-o", tmp_path / "c.png", "--backend", "tensorrt", "--rebuild")
-    assert r.exit_code == 0, output(r)
+    assert r.exit_code == 0, r.output
     assert find_engines(read_bundle(path), current_target())[1] is None  # rebuilt into the file
 
 

@@ -146,9 +146,8 @@ class BenchSession:
             measure(self.entries, batches, rounds, classes, self.config, seed, warmup, progress=bar.update)
         base = self.baseline()
         rows = summarize(self.entries, self.config, probe, base)
-        self.tables = [table(rows, b, probe) for b in batches]
-        for t in self.tables:
-            self.echo("\n" + t)
+        for b in batches:
+            self.echo("\n" + table(rows, b, probe))
         return {"model": self.config.name, "bundles": [str(b.path) for b in self.bundles],
                 "threads": self.threads, "device": self.device, "decode": self.decode, "batches": list(batches),
                 "rounds": rounds, "warmup": warmup, "classes": list(classes), "seed": seed,

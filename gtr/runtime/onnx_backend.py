@@ -38,7 +38,7 @@ from gtr.runtime.sampler import call_arrays, row_shards
 
 CUDA = "CUDAExecutionProvider"
 SHARD_MAX_BYTES = 16 * 2**20  # graphs with weights up to this size run as row shards on the CPU (OnnxComponents)
-BACKBONE_ROWS = 4  # rows per backbone call when sharded (measured on mar-test: 4 beat 1, 2 and 16 at 32 rows)
+BACKBONE_ROWS = 4  # rows per backbone call when sharded (benchmarks/calls_cpu.py; README, Speed)
 
 
 def default_providers() -> list[str]:
@@ -176,7 +176,7 @@ class OnnxComponents:
         rows, shards = len(class_ids), self._shard_count("backbone")
         if shards == 1 or rows == 1:
             return s.run(None, feeds)[0]
-        # At most BACKBONE_ROWS rows per call: larger calls' attention scores outgrow the cache (gtr-bench).
+        # At most BACKBONE_ROWS rows per call: larger calls' attention scores outgrow the cache.
         parts = np.array_split(np.arange(rows), max(min(shards, rows), -(-rows // BACKBONE_ROWS)))
         jobs = [self._pool.submit(s.run, None, {k: v[p[0]:p[-1] + 1] for k, v in feeds.items()}) for p in parts]
         return np.concatenate([job.result()[0] for job in jobs])

@@ -93,15 +93,12 @@ def run_head(components, x: np.ndarray, z: np.ndarray, calls, cfg_weight: float,
     if hasattr(components, "diffuse"):
         return components.diffuse(x, z, calls, cfg_weight, step_noise)
     z_prefix = {}
-    for call in calls:
-        r = call.rows
+    rows, t, coef, noise = call_arrays(calls, step_noise, R, token_dim)
+    for j, r in enumerate(int(r) for r in rows):
         if r not in z_prefix:
             z_prefix[r] = np.ascontiguousarray(np.concatenate([z[:r], z[R:R + r]]) if uses_cfg else z[:r])
-        parts = [noise[i] if i >= 0 else np.zeros((noise.shape[1], token_dim), np.float32)
-                 for noise, i in zip(step_noise, call.noise_index)]
-        noise = parts[0] if len(parts) == 1 else np.concatenate(parts)
         w = np.full((r, 1), cfg_weight, np.float32)
-        x[:r] = components.head_step(x[:r], call.t, z_prefix[r], call.coef, w, noise)
+        x[:r] = components.head_step(x[:r], t[j, :r], z_prefix[r], coef[j, :r], w, noise[j, :r])
     return x
 
 
