@@ -11,7 +11,7 @@ Subpackages: `plan` (numpy: schedules, sampling plans, FTS, cost model), `models
 """
 import types as _types
 
-__version__ = "0.1.0"
+from gtr._version import __version__
 
 
 def load(path, device: str = "auto", backend: str = "auto"):

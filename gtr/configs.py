@@ -7,13 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-
-
-class ConfigError(KeyError):
-    """An unknown model name (a KeyError, so existing `except KeyError` callers keep working)."""
-
-    def __str__(self):  # KeyError's str() quotes its message
-        return str(self.args[0]) if self.args else ""
+from gtr.errors import ConfigError  # noqa: F401  (re-exported: defined with the other error types)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from gtr.errors import DownloadError  # noqa: F401  (re-exported: defined with the other error types)
 
 # name -> (path under $GTR_HOME, official URL: the links the MAR repository publishes; dl=1 makes
 # Dropbox send the file itself instead of its preview page).
@@ -35,10 +36,6 @@ TIMEOUT = 60  # seconds without data before a transfer counts as interrupted
 CHUNK = 1 << 20
 # Some file hosts answer unknown clients with a web page; the official download script identifies as wget.
 USER_AGENT = "Wget/1.21 (gtr-mar)"
-
-
-class DownloadError(Exception):
-    """A download that could not be done or checked; the message says what to do (one line)."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 from importlib import metadata
+from gtr.errors import MissingExtra  # noqa: F401  (re-exported: defined with the other error types)
 
 # The torch the project is tested with; installed before the extras so pip does not choose a torch itself.
 TORCH_PIN = "torch==2.13.0"
@@ -28,10 +29,6 @@ _PIP_NAMES = {"sklearn": "scikit-learn"}
 
 # Distributions that all install the module `onnxruntime`.
 ORT_BUILDS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino")
-
-
-class MissingExtra(ImportError):
-    """Something needs an optional part of gtr that is not installed; the message gives the pip command."""
 
 
 def installed(module: str) -> bool:

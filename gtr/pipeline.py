@@ -23,12 +23,9 @@ import numpy as np
 from gtr.runtime import outdir, shards
 from gtr.runtime.bundle import Bundle, read_bundle
 from gtr.runtime.images import save_png, to_uint8
+from gtr.errors import PipelineError  # noqa: F401  (re-exported: defined with the other error types)
 
 BACKENDS = ("onnxruntime", "tensorrt")  # "auto": TensorRT where the bundle's engines run, else onnxruntime (gtr.backends)
-
-
-class PipelineError(Exception):
-    """A request the pipeline cannot run (unknown plan, bad class, device, shard, folder); one line."""
 
 
 @dataclass

@@ -15,12 +15,9 @@ import time
 from collections import Counter
 
 from gtr.bench.timing import timed
+from gtr.errors import OfficialError  # noqa: F401  (re-exported: defined with the other error types)
 
 TIMM_HINT = "pip install --no-deps timm==0.9.12 huggingface_hub safetensors pyyaml"
-
-
-class OfficialError(Exception):
-    """The official checkout cannot be imported or cannot run this plan (one-line message)."""
 
 
 def official_plan_steps(plan) -> tuple[int, int] | None:

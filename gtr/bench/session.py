@@ -11,7 +11,7 @@ from gtr.bench.runner import Entry, component_entry, measure, summarize
 def _versions() -> dict:
     import numpy
     import onnxruntime
-    from gtr import __version__
+    from gtr._version import __version__
     out = {"gtr": __version__, "numpy": numpy.__version__, "onnxruntime": onnxruntime.__version__}
     try:
         import torch

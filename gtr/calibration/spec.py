@@ -5,6 +5,7 @@ Validated before any export work starts, so a bad request fails in one line and 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from gtr.errors import CalibrationError  # noqa: F401  (re-exported: defined with the other error types)
 
 # User-facing method name -> onnxruntime.quantization.CalibrationMethod member.
 METHODS = {"max": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
@@ -12,10 +13,6 @@ DEFAULT_METHOD = "max"  # chosen by measured mar-tiny quality (README, INT8 sect
 DEFAULT_SEEDS = 2
 DEFAULT_CLASSES = 10  # evenly spaced over the model's classes (all of them for a 10-class model)
 SEED_BASE = 10_000  # calibration seeds 10000, 10001, ...: disjoint from the seeds evaluations use (0, 1, ...)
-
-
-class CalibrationError(Exception):
-    """A calibration request that cannot be run or did not cover what the bundle needs (one line)."""
 
 
 @dataclass(frozen=True)

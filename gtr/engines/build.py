@@ -147,7 +147,7 @@ def build_engines(path, out=None, *, workspace_mb: int | None = None, timing_cac
     trt = import_tensorrt()
     target = current_target(device)
     if cache_dir is None:
-        from gtr.cli import cache_dir as gtr_home  # $GTR_HOME, where gtr keeps its caches
+        from gtr.paths import cache_dir as gtr_home  # $GTR_HOME, where gtr keeps its caches
         cache_dir = gtr_home() / "tensorrt"
     cache_path = Path(timing_cache) if timing_cache else Path(cache_dir) / f"{target.slug()}.timing-cache"
     cache = TimingCache(cache_path)

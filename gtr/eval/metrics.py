@@ -13,10 +13,7 @@ held-out digits shifted 2 px score ~90, 5 px ~560; plus N(0, 1) pixel noise ~270
 from __future__ import annotations
 
 import numpy as np
-
-
-class EvalError(ValueError):
-    """An evaluation that cannot be done as asked (e.g. a model the digit classifier cannot score)."""
+from gtr.errors import EvalError  # noqa: F401  (re-exported: defined with the other error types)
 
 
 def class_accuracy(logits_or_pred, labels) -> float:

@@ -64,8 +64,8 @@ def tool_versions() -> dict:
     import onnxruntime
     import torch
 
-    import gtr
-    return {"gtr": gtr.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
+    from gtr._version import __version__
+    return {"gtr": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
             "python": platform.python_version()}
 

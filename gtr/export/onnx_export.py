@@ -29,13 +29,10 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+from gtr.errors import ExportError  # noqa: F401  (re-exported: defined with the other error types)
 
 OPSET = 17
 EMBED_BELOW = 1024  # tensors smaller than this many bytes stay inside the graph proto (shape constants etc.)
-
-
-class ExportError(Exception):
-    """An export that cannot be done or did not pass its checks (one-line message)."""
 
 
 @dataclass

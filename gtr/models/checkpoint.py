@@ -15,10 +15,7 @@ import torch
 
 from gtr.configs import REGISTRY, MARConfig, VAEConfig
 from gtr.runtime.files import atomic_write, atomic_write_bytes
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be loaded as asked; the message says why in one line."""
+from gtr.errors import CheckpointError  # noqa: F401  (re-exported: defined with the other error types)
 
 
 def read_file(path: str | os.PathLike) -> dict:

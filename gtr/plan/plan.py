@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from gtr.errors import PlanError  # noqa: F401  (re-exported: defined with the other error types)
 
 ROLES = ("all", "fts_top", "fts_rest")
 CFG_SCHEDULES = ("linear", "constant")
@@ -21,10 +22,6 @@ BASE_TIMESTEPS = 1000  # MAR's training process (mar-spec §7.1); a chain respac
 FORMAT, VERSION = "gtr-plan", 1
 # FTS selection rules: highest score (GtR), lowest score, uniformly random (the paper's ablations).
 FTS_SELECT = ("high", "low", "random")
-
-
-class PlanError(ValueError):
-    """An invalid plan, plan file or builder argument."""
 
 
 def _int(x, what: str) -> int:

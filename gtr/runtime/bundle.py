@@ -29,6 +29,7 @@ import struct
 from pathlib import Path
 
 from gtr.runtime.files import atomic_write
+from gtr.errors import BundleError  # noqa: F401  (re-exported: defined with the other error types)
 
 MAGIC = b"GTRPLAN\x00"
 FORMAT = "gtr-bundle"
@@ -36,10 +37,6 @@ FORMAT_VERSION = 1
 ALIGN = 64
 _HEADER = struct.Struct("<8sIQ32s")  # magic, format version, manifest length, manifest sha256
 HEADER_SIZE = _HEADER.size  # 52
-
-
-class BundleError(Exception):
-    """A missing, foreign, damaged or unsupported bundle file (one-line message)."""
 
 
 def _align(n: int) -> int:

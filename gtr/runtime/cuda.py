@@ -7,10 +7,7 @@ cuda-python >= 12 is imported lazily: `cuda.bindings.runtime` (cuda-python >= 12
 from __future__ import annotations
 
 import numpy as np
-
-
-class CudaError(RuntimeError):
-    """A CUDA runtime call failed, or cuda-python / a GPU is missing (one-line message)."""
+from gtr.errors import CudaError  # noqa: F401  (re-exported: defined with the other error types)
 
 
 _RT = None

@@ -24,14 +24,11 @@ from dataclasses import dataclass
 
 from gtr.runtime.bundle import Bundle, BundleError, write_bundle
 from gtr.runtime.profiles import Profile
+from gtr.errors import EngineError  # noqa: F401  (re-exported: defined with the other error types)
 
 INSTALL_HINT = "pip install 'gtr-mar[tensorrt]'"
 MIN_TENSORRT = (10, 1)  # the runtime shares one block of device memory between contexts (10.1 API)
 ENGINE_MEMBER = "{component}.{id}.engine"
-
-
-class EngineError(Exception):
-    """TensorRT missing or unusable, or engines that do not fit this machine or bundle (one line)."""
 
 
 @dataclass(frozen=True)
