@@ -18,7 +18,7 @@ import onnxruntime as ort
 
 import gtr.runtime.onnx_backend as ob
 from gtr.bench.timing import timed_sample
-from gtr.commands.common import make_plans
+from gtr.plan.options import make_plans
 from gtr.runtime.bundle import read_bundle
 
 

@@ -14,10 +14,11 @@ import types as _types
 from gtr._version import __version__
 
 
-def load(path, device: str = "auto", backend: str = "auto"):
-    """Open a .plan bundle as a `gtr.pipeline.Pipeline` (torch is not needed)."""
+def load(path, device: str = "auto", backend: str = "auto", threads: int | None = None, rebuild: bool = False):
+    """Open a .plan bundle as a `gtr.pipeline.Pipeline` (torch is not needed); `with gtr.load(p) as pipe:`
+    frees its sessions and device memory at the end. Errors are gtr.errors.GtrError subclasses."""
     from gtr.pipeline import load as _load
-    return _load(path, device=device, backend=backend)
+    return _load(path, device=device, backend=backend, threads=threads, rebuild=rebuild)
 
 
 class _CallableExport(_types.ModuleType):

@@ -6,7 +6,9 @@ MAR-B/L/H are the official configs (mar-spec.md §1). Test and small models are 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from gtr.errors import ConfigError  # noqa: F401  (re-exported: defined with the other error types)
 
 
@@ -97,6 +99,14 @@ class MARConfig:
         return cls(**d)
 
 
+def check_classes(labels, num_classes: int) -> None:
+    """RequestError naming the first class id outside 0..num_classes-1 (None = unconditional)."""
+    from gtr.errors import RequestError
+    for c in labels:
+        if c is not None and not 0 <= int(c) < num_classes:
+            raise RequestError(f"class {c} is out of range: the model has {num_classes} classes (0..{num_classes - 1})")
+
+
 def _official(name, D, depth, heads, d, w, cfg):
     return MARConfig(name=name, encoder_embed_dim=D, encoder_depth=depth, encoder_num_heads=heads,
                      decoder_embed_dim=D, decoder_depth=depth, decoder_num_heads=heads,
@@ -119,15 +129,26 @@ def register(config: MARConfig) -> MARConfig:
     return config
 
 
-# Configs defined next to their shipped weights; imported on first use (torch-free modules).
-_LAZY = {"mar-tiny": "gtr.tiny.model"}
+# Configs shipped as JSON next to their weights (the training script writes it), read on first use.
+_ASSETS = Path(__file__).resolve().parent / "assets"
+_SHIPPED = {"mar-tiny": _ASSETS / "tiny" / "mar_tiny.json"}
+
+
+def _shipped_config(name: str) -> MARConfig | None:
+    path = _SHIPPED.get(name)
+    if path is None or not path.is_file():
+        return None
+    return MARConfig.from_dict(json.loads(path.read_text())["config"])
 
 
 def get_config(name: str) -> MARConfig:
-    if name not in REGISTRY and name in _LAZY:
-        import importlib
-        importlib.import_module(_LAZY[name])
+    if name not in REGISTRY and name in _SHIPPED:
+        shipped = _shipped_config(name)
+        if shipped is None:
+            raise ConfigError(f"{name}: its config is not in this installation ({_SHIPPED[name]}); "
+                              f"train it with `python tools/train_tiny.py`")
+        register(shipped)
     try:
         return REGISTRY[name]
     except KeyError:
-        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(set(REGISTRY) | set(_LAZY)))}") from None
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(set(REGISTRY) | set(_SHIPPED)))}") from None

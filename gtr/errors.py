@@ -26,10 +26,6 @@ class BundleError(GtrError):
     """A missing, foreign, damaged or unsupported bundle file."""
 
 
-class DeviceError(GtrError):
-    """A device or execution provider that this install cannot use (e.g. --device cuda, CPU onnxruntime)."""
-
-
 class EngineError(GtrError):
     """TensorRT missing or unusable, or engines that do not fit this machine or bundle."""
 
@@ -39,7 +35,11 @@ class CudaError(GtrError, RuntimeError):
 
 
 class PipelineError(GtrError):
-    """A request the pipeline cannot run (unknown plan, bad class, shard, folder)."""
+    """A request the pipeline cannot run (unknown plan, bad class, device, shard, folder)."""
+
+
+class DeviceError(PipelineError):
+    """A device, backend or execution provider that this install cannot use (e.g. cuda with CPU onnxruntime)."""
 
 
 class CheckpointError(GtrError):
@@ -68,3 +68,18 @@ class OfficialError(GtrError):
 
 class MissingExtra(GtrError, ImportError):
     """Something needs an optional part of gtr that is not installed; the message gives the pip command."""
+
+
+class UnknownPlanError(PlanError, PipelineError):
+    """A plan name that the bundle does not hold."""
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's message as one line (its first), for errors that wrap another library's."""
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)  # KeyError's str() adds quotes
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+class RequestError(PipelineError, ValueError):
+    """A value of a request that the model or the bundle cannot take (a class out of range)."""

@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from gtr.configs import check_classes
+from gtr.errors import EngineError, PipelineError  # noqa: F401  (PipelineError: re-exported)
 from gtr.runtime import outdir, shards
+from gtr.runtime.backends import stderr_line
 from gtr.runtime.bundle import Bundle, read_bundle
 from gtr.runtime.images import save_png, to_uint8
-from gtr.errors import PipelineError  # noqa: F401  (re-exported: defined with the other error types)
-
-BACKENDS = ("onnxruntime", "tensorrt")  # "auto": TensorRT where the bundle's engines run, else onnxruntime (gtr.backends)
-
 
 @dataclass
 class SaveResult:
@@ -36,44 +34,18 @@ class SaveResult:
     seconds: float = 0.0
 
 
-def providers(device: str) -> list[str]:
-    """onnxruntime execution providers for device auto | cpu | cuda."""
-    from gtr.extras import import_onnxruntime, ort_builds, ort_clash
-    ort = import_onnxruntime()  # not installed: MissingExtra, one line naming the pip command
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    if device not in ("auto", "cuda"):
-        raise PipelineError(f"device must be auto, cpu or cuda, got {device!r}")
-    # Two onnxruntime builds in one environment overwrite each other's files: the CUDA provider may be gone.
-    clash = ort_clash()
-    cuda = "CUDAExecutionProvider" in ort.get_available_providers()
-    if device == "cuda" and not cuda:
-        if clash:
-            raise PipelineError(f"device cuda: onnxruntime has no CUDA provider: {clash}")
-        if "onnxruntime-gpu" in ort_builds():
-            raise PipelineError("device cuda: onnxruntime-gpu is installed but has no CUDA provider; reinstall it: "
-                                "pip install --force-reinstall onnxruntime-gpu")
-        raise PipelineError("device cuda: the installed onnxruntime is the CPU build (no CUDA provider); replace it: "
-                            "pip uninstall -y onnxruntime && pip install onnxruntime-gpu")
-    if clash:
-        print(f"note: {clash}", file=sys.stderr)
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
-
-
 class Pipeline:
     """Images from a .plan bundle. `plans` {name: SamplingPlan} (the first is the default), `config`
     the model (MARConfig), `batch` the default images per sampling call (the export batch)."""
 
     def __init__(self, bundle, device: str = "auto", backend: str = "auto", threads: int | None = None,
-                 rebuild: bool = False):
-        if backend not in ("auto",) + BACKENDS:
-            raise PipelineError(f"backend {backend!r} is not available; this gtr runs bundles on: {', '.join(BACKENDS)}")
-        from gtr.backends import make_components
+                 rebuild: bool = False, log=stderr_line):
+        from gtr.runtime.backends import check_choice, make_components
+        check_choice(device, backend)
         self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
-        if device not in ("auto", "cpu", "cuda"):
-            raise PipelineError(f"device must be auto, cpu or cuda, got {device!r}")
-        # rebuild=True builds missing TensorRT engines into the bundle file, so the bundle may be a new one
-        self.components, self.bundle = make_components(self.bundle, backend, device, threads, rebuild=rebuild)
+        if rebuild and backend != "onnxruntime" and device != "cpu":
+            self.bundle = _rebuild_engines(self.bundle, backend, log)
+        self.components = make_components(self.bundle, backend, device, threads, log=log)
         self.config = self.bundle.config
         self.plans = self.bundle.plans()
         self.batch = int(self.bundle.manifest.get("batch", 1))
@@ -90,15 +62,22 @@ class Pipeline:
 
     def plan(self, name: str | None = None, cfg: float | None = None, temperature: float | None = None):
         """A plan of the bundle by name (default: the first), with cfg / temperature overridden if given."""
-        name = name or next(iter(self.plans))
-        if name not in self.plans:
-            raise PipelineError(f"the bundle has no plan {name!r}; it has: {', '.join(self.plans)}")
-        plan = self.plans[name]
-        if cfg is not None:
-            plan = plan.replace(cfg=cfg)  # the CFG head graph is always exported
-        if temperature is not None:
-            plan = plan.replace(temperature=temperature)
-        return plan
+        return self.bundle.plan(name, cfg, temperature)
+
+    # ---- lifetime
+
+    def close(self) -> None:
+        """Free the backend's sessions, engines and device memory, and let go of the bundle file."""
+        close = getattr(self.components, "close", None)
+        if close is not None:
+            close()
+        self.bundle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def _request(self, classes, num_images, batch, plan, cfg, temperature):
         """(labels, num_images, batch, plan) checked; classes None = unconditional."""
@@ -108,10 +87,7 @@ class Pipeline:
             labels = [int(classes)]
         else:
             labels = [None if c is None else int(c) for c in classes]
-        n = self.config.num_classes
-        for c in labels:
-            if c is not None and not 0 <= c < n:
-                raise PipelineError(f"class {c} is out of range: the model has {n} classes (0..{n - 1})")
+        check_classes(labels, self.config.num_classes)
         repeated = sorted({str(c) for c in labels if labels.count(c) > 1})
         if repeated:  # the same (class, index) is the same image: ask for more with num_images
             raise PipelineError(f"class {', '.join(repeated)} is given more than once; use num_images for more images")
@@ -219,7 +195,25 @@ class Pipeline:
             raise PipelineError(str(e)) from None
 
 
-def load(path: str | os.PathLike, device: str = "auto", backend: str = "auto", rebuild: bool = False) -> Pipeline:
+def load(path: str | os.PathLike, device: str = "auto", backend: str = "auto", threads: int | None = None,
+         rebuild: bool = False) -> Pipeline:
     """Open a .plan bundle as a pipeline (numpy + onnxruntime or TensorRT; torch is not needed).
-    backend: auto | onnxruntime | tensorrt (gtr.backends); rebuild: build missing TensorRT engines first."""
-    return Pipeline(path, device=device, backend=backend, rebuild=rebuild)
+    backend: auto | onnxruntime | tensorrt (gtr.runtime.backends); rebuild: build missing TensorRT engines
+    first. Use it in a `with` block (or call close()) to free device memory when done."""
+    return Pipeline(path, device=device, backend=backend, threads=threads, rebuild=rebuild)
+
+
+def _rebuild_engines(bundle: Bundle, backend: str, log) -> Bundle:
+    """Build the TensorRT engines this machine lacks into the bundle file (gtr-build), then reopen it.
+    Where TensorRT cannot build (not installed, no GPU): an error for backend tensorrt, else a note."""
+    from gtr.engines.build import build_engines
+    path = bundle.path
+    try:
+        build_engines(path, path, log=lambda line: log(f"  {line}"))
+    except EngineError as e:
+        if backend == "tensorrt":
+            raise
+        log(f"note: not building TensorRT engines: {e}")
+        return bundle
+    bundle.close()
+    return read_bundle(path)

@@ -235,7 +235,7 @@ def test_gtr_run_cli_needs_no_torch(bundle, tmp_path):
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, Block())
         sys.argv = ["gtr-run", {str(bundle)!r}, "--class", "2", "-o", {str(out)!r}]
-        from gtr.cli import run_cmd
+        from gtr.commands.run import run_cmd
         try:
             run_cmd()
         except SystemExit as e:

@@ -36,7 +36,7 @@ def test_paper_suite_ablations_change_one_thing():
 
 
 def test_eval_suite_option_errors_are_one_line():
-    from gtr.cli import eval_cmd
+    from gtr.commands.eval import eval_cmd
     runner = CliRunner()
     r = runner.invoke(eval_cmd, ["--suite", "paper", "--plan", "gtr"])
     assert r.exit_code != 0 and "either --suite or --plan" in r.output and "Traceback" not in r.output

@@ -36,16 +36,16 @@ class BenchSession:
     def export(self, model, folder, precisions, plan_names, checkpoint, vae, random_weights, cfg) -> None:
         from gtr.extras import require
         require("gtr-bench --model", "export", "runtime")
-        import gtr
         from gtr.configs import get_config
+        from gtr.export.api import export
         get_config(model)  # an unknown model fails here, before anything is said or exported
         options = {} if cfg is None else {"cfg": cfg}
         paths = []
         for precision in precisions:
             self.echo(f"exporting {model} at {precision} (export checks skipped: gtr-check and the tests cover parity)")
-            paths.append(gtr.export(model, os.path.join(folder, f"{model}-{precision}.plan"), precision=precision,
-                                    plans=list(plan_names), checkpoint=checkpoint, vae=vae,
-                                    random_weights=random_weights, log=None, verify=False, **options))
+            paths.append(export(model, os.path.join(folder, f"{model}-{precision}.plan"), precision=precision,
+                               plans=list(plan_names), checkpoint=checkpoint, vae=vae,
+                               random_weights=random_weights, log=None, verify=False, **options))
         self.open_bundles(paths, plan_names, None)
 
     def open_bundles(self, paths, plan_names, cfg) -> None:
@@ -55,19 +55,17 @@ class BenchSession:
         for b in self.bundles[1:]:
             if b.config.to_dict() != self.config.to_dict():
                 raise BundleError(f"{b.path}: a different model than {self.bundles[0].path}; bench one model at a time")
-        from gtr.commands.run import select_plan
         names = list(plan_names) or list(self.bundles[0].plans())
         self.cfg = cfg
         # Each plan as the first bundle that holds it defines it (a plan no bundle holds is an error);
         # a bundle is timed on the plans it holds.
-        self.plans = [select_plan(next((b for b in self.bundles if n in b.plans()), self.bundles[0]), n, cfg=cfg)
+        self.plans = [next((b for b in self.bundles if n in b.plans()), self.bundles[0]).plan(n, cfg=cfg)
                       for n in names]
 
     def _torch_models(self):
         if self.models is None:
-            from gtr.commands.export import find_weights
             from gtr.export.weights import bundle_models
-            mar, vae, _ = bundle_models(self.bundles[0].manifest, self.config, find_weights=find_weights)
+            mar, vae, _ = bundle_models(self.bundles[0].manifest, self.config)
             self.models = (mar, vae)
         return self.models
 
@@ -91,14 +89,13 @@ class BenchSession:
             raise OfficialError("nothing to time: no backend and plan pair")
 
     def _add_bundle(self, bundle, backend) -> None:
-        from gtr.backends import make_components
-        comps, _ = make_components(bundle, backend, "cuda" if backend == "tensorrt" else self.device, self.threads)
-        from gtr.commands.run import select_plan
+        from gtr.runtime.backends import make_components
+        comps = make_components(bundle, backend, "cuda" if backend == "tensorrt" else self.device, self.threads)
         for name in (p.name for p in self.plans):
             if name not in bundle.plans():
                 self.echo(f"note: {bundle.path} has no plan {name!r}; not timed on it")
                 continue
-            plan = select_plan(bundle, name, cfg=self.cfg)
+            plan = bundle.plan(name, cfg=self.cfg)
             if hasattr(comps, "prepare"):
                 comps.prepare(plan)
             self.entries.append(component_entry(backend, bundle.precision, plan, comps, self.config, self.decode))

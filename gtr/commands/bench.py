@@ -7,9 +7,11 @@ import tempfile
 
 import click
 
-from gtr.commands.common import friendly_errors
+from gtr.commands.errors import friendly_errors
+from gtr.runtime.backends import BACKENDS
 
-BACKENDS = ("onnxruntime", "torch", "tensorrt")
+# The bundle backends and the PyTorch reference on the same weights.
+BENCH_BACKENDS = (BACKENDS[0], "torch", *BACKENDS[1:])
 
 
 def _batches(ctx, param, value):
@@ -35,7 +37,7 @@ def _batches(ctx, param, value):
               help="Plans to time (repeatable; default: every plan of the first bundle, with --model gtr and mar-64).")
 @click.option("--cfg", type=float, help="CFG scale of every plan (default: the bundle's plans as exported; "
                                         "with --model the model's official scale).")
-@click.option("--backend", "backends", multiple=True, type=click.Choice(BACKENDS),
+@click.option("--backend", "backends", multiple=True, type=click.Choice(BENCH_BACKENDS),
               help="Backends to time (repeatable). Default: onnxruntime, plus torch (the PyTorch reference on the "
                    "same weights) when torch is installed, plus tensorrt when TensorRT is installed.")
 @click.option("--official", type=click.Path(file_okay=False, exists=True),

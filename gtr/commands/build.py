@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from gtr.commands.common import cache_dir, friendly_errors
+from gtr.commands.errors import friendly_errors
+from gtr.paths import cache_dir
 
 
 @click.command("build", context_settings={"help_option_names": ["-h", "--help"]})

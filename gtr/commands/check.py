@@ -3,11 +3,9 @@ from __future__ import annotations
 
 
 import click
-import numpy as np
 
-from gtr.commands.common import friendly_errors
-from gtr.commands.export import find_weights
-from gtr.commands.run import _labels, select_plan
+from gtr.commands.errors import friendly_errors
+from gtr.configs import check_classes
 
 
 @click.command("check", context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,46 +32,37 @@ def check_cmd(bundle, checkpoint, vae, plan_name, classes, seed, backend):
     from gtr.runtime.bundle import read_bundle
     from gtr.runtime.onnx_backend import OnnxComponents
     from gtr.models.reference import TorchComponents
+    from gtr.runtime.fidelity import image_psnr, sample_passes, token_error
     from gtr.runtime.sampler import sample
 
     b = read_bundle(bundle)
     m, config = b.manifest, b.config
-    mar, vae_model, _ = bundle_models(m, config, checkpoint, vae, find_weights=find_weights)
+    mar, vae_model, _ = bundle_models(m, config, checkpoint, vae)
     labels = list(classes) or [c % config.num_classes for c in (0, 1)]
-    _labels(labels, 1, config.num_classes)
+    check_classes(labels, config.num_classes)
     plans = b.plans()
     names = [plan_name] if plan_name else list(plans)
     ort_comps, torch_comps = OnnxComponents(b), TorchComponents(mar, vae_model)
     if backend == "tensorrt":  # engines vs onnxruntime and torch, with Polygraphy's comparator
-        from gtr.backends import make_components
         from gtr.engines.check import compare_backends
-        trt_comps, _ = make_components(b, "tensorrt")
+        from gtr.runtime.backends import make_components
+        trt_comps = make_components(b, "tensorrt")
         runners = {"tensorrt": trt_comps, "onnxruntime": ort_comps, "torch": torch_comps}
-        if not compare_backends(runners, [select_plan(b, n) for n in names], labels, seed, config, m["precision"],
+        if not compare_backends(runners, [b.plan(n) for n in names], labels, seed, config, m["precision"],
                                 echo=click.echo):
             raise click.ClickException("the TensorRT engines do not match onnxruntime and the reference within tolerance")
         return
     failed = False
     for name in names:
-        plan = select_plan(b, name)
+        plan = b.plan(name)
         kw = dict(token_dim=config.token_dim, num_classes=config.num_classes)
         got = sample(ort_comps, plan, labels, seed, **kw)
         ref = sample(torch_comps, plan, labels, seed, **kw)
-        token_err = float(np.abs(got.tokens - ref.tokens).max() / max(np.abs(ref.tokens).max(), 1e-12))
-        psnr = image_psnr(got.images, ref.images)
-        # int8: no token bound (rounding moves tokens, and the AR loop carries that into later steps);
-        # on mar-tiny int8 gives 31-43 dB, a broken int8 graph well under 20 dB (README, INT8).
-        min_psnr = {"fp16": 30.0, "int8": 25.0}.get(m["precision"], 40.0)
-        ok = psnr >= min_psnr and (m["precision"] in ("fp16", "int8") or token_err <= 1e-3)
+        token_err, psnr = token_error(got.tokens, ref.tokens), image_psnr(got.images, ref.images)
+        ok = sample_passes(m["precision"], psnr, token_err)
         failed |= not ok
         click.echo(f"{name}: token max error {token_err:.2e} (relative), image PSNR {psnr:.1f} dB -> "
                    f"{'PASS' if ok else 'FAIL'}")
     if failed:
         raise click.ClickException("the bundle does not match the reference within tolerance")
 
-
-def image_psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR of two image batches in [-1, 1] (peak-to-peak 2), after clipping as the PNG output does."""
-    a, b = np.clip(a, -1, 1), np.clip(b, -1, 1)
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(4.0 / mse)

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import click
 
+from gtr.commands.errors import friendly_errors
+from gtr.commands.plan_options import plan_options
 from gtr.configs import get_config
-from gtr.commands.common import PLAN_OPTION_NAMES, friendly_errors, make_plans, plan_options
-from gtr.commands.export import find_weights
-from gtr.commands.run import select_plan
+from gtr.plan.options import PLAN_OPTION_NAMES, make_plans
 
 
 @click.command("eval", context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,7 +59,7 @@ def eval_cmd(bundle, model, checkpoint, vae, plans, suite, per_class, seed, batc
         if suite:
             plan_objs, families = _suite(suite, config, options)  # onnxruntime graphs take any shape
         else:
-            plan_objs = [select_plan(b, name, options.get("cfg"), options.get("temperature"))
+            plan_objs = [b.plan(name, options.get("cfg"), options.get("temperature"))
                          for name in (plans or list(b.plans()))]
         comps, backend = OnnxComponents(b), f"bundle {bundle}"
     else:
@@ -70,7 +70,7 @@ def eval_cmd(bundle, model, checkpoint, vae, plans, suite, per_class, seed, batc
             plan_objs, families = _suite(suite, config, options)
         else:
             plan_objs = make_plans(plans or ("mar-64", "gtr"), config, options)
-        mar, vae_model, _ = build_models(config, checkpoint=checkpoint, vae=vae, find_weights=find_weights)
+        mar, vae_model, _ = build_models(config, checkpoint=checkpoint, vae=vae)
         comps, backend = TorchComponents(mar, vae_model), "torch reference (CPU)"
     click.echo(f"evaluating {config.name} with {backend}: {per_class} images per class, seed {seed}")
     from tqdm import tqdm

@@ -1,29 +1,10 @@
 """gtr-export: a model into one .plan bundle (the weights it needs, where they come from)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from gtr.commands.common import cache_dir, friendly_errors, plan_options
-
-
-# Plans exported when no --plan is given; the first is gtr-run's default.
-DEFAULT_PLANS = {}
-
-
-def find_weights(model: str, checkpoint: str | None, vae: str | None) -> tuple[Path, Path]:
-    """Explicit paths, else the cache: $GTR_HOME/<model>/checkpoint-last.pth and $GTR_HOME/kl16.ckpt."""
-    ckpt = Path(checkpoint) if checkpoint else cache_dir() / model / "checkpoint-last.pth"
-    vae_path = Path(vae) if vae else cache_dir() / "kl16.ckpt"
-    missing = [p for p in (ckpt, vae_path) if not p.is_file()]
-    if missing:
-        from gtr.download import OFFICIAL  # the official URLs live with the downloader
-        how = (f"fetch them with `gtr download {model}` or --download (`gtr download {model} --dry-run` shows "
-               f"the official URLs), " if model in OFFICIAL else "")
-        raise click.ClickException(f"missing weights: {', '.join(map(str, missing))} ({how}pass "
-                                   f"--checkpoint/--vae, or export an untrained model with --random-weights)")
-    return ckpt, vae_path
+from gtr.commands.errors import friendly_errors
+from gtr.commands.plan_options import plan_options
 
 
 @click.command("export", context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,7 +19,7 @@ def find_weights(model: str, checkpoint: str | None, vae: str | None) -> tuple[P
 @click.option("--random-weights", is_flag=True, help="Export an untrained model (testing and benchmarking only).")
 @click.option("--plan", "plans", multiple=True, metavar="PLAN",
               help="Plan(s) to support: preset, mar-N or plan.json; repeatable; the first is the default "
-                   "for gtr-run. Default: gtr and mar-64 (mar-tiny: mar-64 first).")
+                   "for gtr-run. Default: gtr and mar-64 (gtr first).")
 @plan_options
 @click.option("--batch", type=int, default=1, show_default=True, help="Images per engine call (static shapes are listed for it).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random-weights.")
@@ -68,16 +49,12 @@ def export_cmd(model, precision, checkpoint, weights, vae, random_weights, plans
     """
     from gtr.extras import require
     require("gtr-export", "export", "runtime")  # before anything is fetched or written
-    from gtr.download import DownloadError
     from gtr.export.api import export  # the same code path as gtr.export(...) in Python
     calibration = None
     if (calib_classes, calib_seeds, calib_method) != (None, None, None):
         from gtr.calibration import DEFAULT_METHOD, DEFAULT_SEEDS, CalibrationSpec, parse_classes
         calibration = CalibrationSpec(parse_classes(calib_classes), DEFAULT_SEEDS if calib_seeds is None else calib_seeds,
                                       calib_method or DEFAULT_METHOD)
-    try:
-        export(model, output, precision=precision, plans=plans, checkpoint=checkpoint, vae=vae, weights=weights,
-               random_weights=random_weights, download=download, batch=batch, seed=seed, log=click.echo,
-               calibration=calibration, **options)
-    except DownloadError as e:
-        raise click.ClickException(str(e)) from None
+    export(model, output, precision=precision, plans=plans, checkpoint=checkpoint, vae=vae, weights=weights,
+           random_weights=random_weights, download=download, batch=batch, seed=seed, log=click.echo,
+           calibration=calibration, **options)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from gtr.plan import format_flops, plan_cost
-from gtr.commands.common import echo_plan, friendly_errors
+from gtr.commands.errors import friendly_errors
+from gtr.commands.plan import echo_plan
 
 
 @click.command("inspect", context_settings={"help_option_names": ["-h", "--help"]})

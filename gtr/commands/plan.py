@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import click
 
+from gtr.commands.errors import friendly_errors
+from gtr.commands.plan_options import plan_options
 from gtr.configs import get_config
-from gtr.commands.common import echo_plan, friendly_errors, make_plans, plan_options
+from gtr.plan import build_plan, format_flops, plan_cost
+from gtr.plan.options import make_plans
 
 
 @click.group("plan", context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,6 +17,7 @@ def plan_cmd():
 
 
 @plan_cmd.command("list")
+@friendly_errors
 def plan_list_cmd():
     """List the preset plans."""
     from gtr.plan.builders import PRESETS
@@ -68,3 +72,27 @@ def _parse_grid(text: str) -> tuple[int, int]:
         return h, w
     except ValueError:
         raise click.BadParameter(f"grid must look like 16x16, got {text!r}") from None
+
+
+def echo_plan(plan, config=None, baseline: str | None = "mar-64") -> None:
+    """Print a plan's step table and (with a model config) its cost, and the ratio to the baseline."""
+    click.echo(f"plan {plan.name}: {plan.grid[0]}x{plan.grid[1]} grid, {plan.num_steps} AR steps, "
+               f"cfg {plan.cfg:g} ({plan.cfg_schedule}), temperature {plan.temperature:g}")
+    click.echo(f"{'step':>4} {'stage':>5} {'known':>5} {'predict':>7}  {'groups (tokens@T)':<22} {'cfg w':>7}")
+    for row in plan.table():
+        click.echo(f"{row['step']:>4} {row['stage']:>5} {row['known']:>5} {row['predict']:>7}  "
+                   f"{row['groups']:<22} {row['cfg_weight']:>7.4f}")
+    click.echo(f"diffusion token-steps per image and branch: {plan.token_steps():,}")
+    if config is None:
+        return
+    cost = plan_cost(plan, config)
+    click.echo(f"cost on {config.name} (per image{', CFG doubles both parts' if plan.uses_cfg else ''}): "
+               f"backbone {format_flops(cost.backbone_flops)} + diffusion MLP {format_flops(cost.head_flops)} "
+               f"= {format_flops(cost.total_flops)}")
+    if baseline and plan.name != baseline:
+        base = build_plan(baseline, grid=config.grid, cfg=plan.cfg, cfg_schedule=plan.cfg_schedule)
+        base_cost = plan_cost(base, config)
+        click.echo(f"vs {baseline} ({format_flops(base_cost.total_flops)}): "
+                   f"{base_cost.total_flops / cost.total_flops:.2f}x fewer FLOPs, "
+                   f"{base_cost.backbone_passes / cost.backbone_passes:.2f}x fewer backbone passes, "
+                   f"{base_cost.head_token_steps / cost.head_token_steps:.2f}x fewer diffusion token-steps")

@@ -5,17 +5,9 @@ import time
 
 import click
 
-from gtr.commands.common import friendly_errors
-
-
-def _labels(classes, num_images, num_classes):
-    for c in classes:
-        if not 0 <= c < num_classes:
-            raise click.BadParameter(f"class {c} is out of range: the model has {num_classes} classes (0..{num_classes - 1})",
-                                     param_hint="--class")
-    if num_images < 1:
-        raise click.BadParameter("--num-images must be >= 1")
-    return [c for c in classes for _ in range(num_images)] if classes else [None] * num_images
+from gtr.commands.errors import friendly_errors
+from gtr.runtime.backends import BACKENDS
+from gtr.runtime.providers import DEVICES
 
 
 def _shard(ctx, param, value):
@@ -47,9 +39,9 @@ def _shard(ctx, param, value):
 @click.option("--npz", type=click.Path(dir_okay=False),
               help="With --outdir: then pack the run's images into this .npz (uint8 arr_0 [N,H,W,3], for FID evaluators).")
 @click.option("--grid", "as_grid", is_flag=True, help="Write all images as one grid PNG (one row per class).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="onnxruntime execution provider.")
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", show_default=True,
+@click.option("--backend", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True,
               help="auto: the bundle's TensorRT engines when they match this GPU and TensorRT (gtr-build), "
                    "else onnxruntime.")
 @click.option("--rebuild", is_flag=True,
@@ -114,15 +106,3 @@ def run_cmd(bundle, classes, all_classes, num_images, seed, plan_name, cfg, temp
     speed = f", {seconds / made:.3f} s/image" if made else ""
     click.echo(f"wrote {where}, plan {plan.name}{speed} ({pipe.device_name})")
 
-
-def select_plan(b, plan_name, cfg=None, temperature=None):
-    plans = b.plans()
-    name = plan_name or next(iter(plans))
-    if name not in plans:
-        raise click.BadParameter(f"the bundle has no plan {name!r}; it has: {', '.join(plans)}", param_hint="--plan")
-    plan = plans[name]
-    if cfg is not None:
-        plan = plan.replace(cfg=cfg)  # the CFG head graph is always exported
-    if temperature is not None:
-        plan = plan.replace(temperature=temperature)
-    return plan

@@ -16,7 +16,7 @@ def export(model: str, output=None, *, precision: str = "fp32", plans=None, chec
     """Export `model` (mar-b, mar-l, mar-h, mar-tiny, mar-test) into one .plan bundle; returns its path.
 
     output: default <model>-<precision>.plan. plans: names, mar-N or plan .json files (the first is
-    the default of gtr-run); default gtr and mar-64 (mar-tiny: mar-64 first). Weights: checkpoint / vae,
+    the default of gtr-run); default gtr and mar-64 (gtr first). Weights: checkpoint / vae,
     else $GTR_HOME (download=True fetches the official files there first), or random_weights (seed).
     plan_options: the plan options of gtr-plan by their Python names (cfg, temperature, t_rec, ...).
     log: called with each progress line (None: quiet).
@@ -24,13 +24,11 @@ def export(model: str, output=None, *, precision: str = "fp32", plans=None, chec
     verify: check every graph against torch on ONNX Runtime at each listed shape (False: skip, saves
     minutes on big models).
     """
-    from gtr.cli import DEFAULT_PLANS, PLAN_OPTION_NAMES, cache_dir, find_weights, make_plans
     from gtr.configs import get_config
-    from gtr.export.onnx_export import ExportError
+    from gtr.errors import ExportError
+    from gtr.paths import cache_dir
+    from gtr.plan.options import DEFAULT_PLANS, make_plans
     say = log or (lambda line: None)
-    unknown = sorted(set(plan_options) - set(PLAN_OPTION_NAMES))
-    if unknown:
-        raise TypeError(f"export() got unknown plan options {unknown}; known: {', '.join(PLAN_OPTION_NAMES)}")
     if precision not in ("fp32", "fp16", "int8"):
         raise ExportError(f"precision must be fp32, fp16 or int8, got {precision!r}")
     if not isinstance(batch, int) or batch < 1:
@@ -41,7 +39,7 @@ def export(model: str, output=None, *, precision: str = "fp32", plans=None, chec
         calibration = (calibration or CalibrationSpec()).resolve(config.num_classes)
     elif calibration is not None:
         raise ExportError("calibration options apply to --precision int8 only")
-    plan_objs = make_plans(list(plans or DEFAULT_PLANS.get(model, ("gtr", "mar-64"))), config, plan_options)
+    plan_objs = make_plans(list(plans or DEFAULT_PLANS), config, plan_options)
     output = Path(output or f"{model}-{precision}.plan")
     if download and not random_weights:
         _download_missing(model, checkpoint, vae, cache_dir(), say)
@@ -50,7 +48,7 @@ def export(model: str, output=None, *, precision: str = "fp32", plans=None, chec
     from gtr.export.weights import build_models
     t0 = time.perf_counter()
     mar, vae_model, sources = build_models(config, checkpoint=checkpoint, vae=vae, weights=weights,
-                                           random_weights=random_weights, seed=seed, find_weights=find_weights)
+                                           random_weights=random_weights, seed=seed)
     say(f"exporting {config.name} ({'RANDOM weights' if random_weights else sources.get('checkpoint', '')}) "
         f"at {precision}, plans: {', '.join(p.name for p in plan_objs)}, batch {batch}")
     summary = export_bundle(config, mar, vae_model, plan_objs, batch=batch, precision=precision, out_path=output,

@@ -1,9 +1,27 @@
 """Where an export's weights come from: an official checkpoint, the shipped mar-tiny, or random init."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from gtr.configs import MARConfig
+from gtr.errors import CheckpointError
+from gtr.paths import cache_dir
+
+
+def find_weights(model: str, checkpoint=None, vae=None) -> tuple[Path, Path]:
+    """Explicit paths, else the cache: $GTR_HOME/<model>/checkpoint-last.pth and $GTR_HOME/kl16.ckpt."""
+    ckpt = Path(checkpoint) if checkpoint else cache_dir() / model / "checkpoint-last.pth"
+    vae_path = Path(vae) if vae else cache_dir() / "kl16.ckpt"
+    missing = [p for p in (ckpt, vae_path) if not p.is_file()]
+    if missing:
+        from gtr.download import OFFICIAL  # the official URLs live with the downloader
+        how = (f"fetch them with `gtr download {model}` or --download (`gtr download {model} --dry-run` shows "
+               f"the official URLs), " if model in OFFICIAL else "")
+        raise CheckpointError(f"missing weights: {', '.join(map(str, missing))} ({how}pass "
+                              f"--checkpoint/--vae, or export an untrained model with --random-weights)")
+    return ckpt, vae_path
 
 
 def random_models(config: MARConfig, seed: int = 0):
@@ -19,8 +37,7 @@ def random_models(config: MARConfig, seed: int = 0):
     return mar.eval(), vae.eval()
 
 
-def build_models(config: MARConfig, checkpoint=None, vae=None, weights="ema", random_weights=False, seed=0,
-                 find_weights=None):
+def build_models(config: MARConfig, checkpoint=None, vae=None, weights="ema", random_weights=False, seed=0):
     """(MAR, decoder-only VAE, sources) for an export or a parity check.
 
     Sources record what was loaded (paths, EMA or raw, random seed) in the bundle manifest, so
@@ -31,7 +48,6 @@ def build_models(config: MARConfig, checkpoint=None, vae=None, weights="ema", ra
         mar, vae_model = random_models(config, seed)
         return mar, vae_model, {"random_seed": seed}
     if config.name == "mar-tiny" and (checkpoint is None or vae is None):  # the shipped file fills the gap
-        from gtr.models.checkpoint import CheckpointError
         from gtr.tiny.model import ASSET_DIR, MAR_FILE, VAE_FILE
         shipped = [ASSET_DIR / f for f, given in ((MAR_FILE, checkpoint), (VAE_FILE, vae)) if given is None]
         checkpoint = ASSET_DIR / MAR_FILE if checkpoint is None else checkpoint
@@ -39,17 +55,17 @@ def build_models(config: MARConfig, checkpoint=None, vae=None, weights="ema", ra
         if not all(p.is_file() for p in shipped):
             raise CheckpointError("mar-tiny weights are not in this installation (gtr/assets/tiny); train them there "
                                   "with `python tools/train_tiny.py`, or export with --random-weights")
-    elif find_weights is not None:
+    else:
         checkpoint, vae = find_weights(config.name, checkpoint, vae)
     mar = load_mar(config, checkpoint, weights=weights)
     vae_model = load_vae(config.vae, vae, with_encoder=False)
     return mar, vae_model, {"checkpoint": str(checkpoint), "vae": str(vae), "weights": weights}
 
 
-def bundle_models(manifest: dict, config: MARConfig, checkpoint=None, vae=None, find_weights=None):
+def bundle_models(manifest: dict, config: MARConfig, checkpoint=None, vae=None):
     """(MAR, VAE, sources) rebuilt from what a bundle's manifest records of its weights (the reference
     gtr-check and gtr-bench compare with); `checkpoint` / `vae` replace the recorded paths."""
     src = manifest.get("sources") or {}
     return build_models(config, checkpoint=checkpoint or src.get("checkpoint"), vae=vae or src.get("vae"),
                         weights=src.get("weights", "ema"), random_weights=bool(manifest.get("random_weights")),
-                        seed=int(src.get("random_seed", 0)), find_weights=find_weights)
+                        seed=int(src.get("random_seed", 0)))

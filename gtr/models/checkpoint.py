@@ -15,7 +15,7 @@ import torch
 
 from gtr.configs import REGISTRY, MARConfig, VAEConfig
 from gtr.runtime.files import atomic_write, atomic_write_bytes
-from gtr.errors import CheckpointError  # noqa: F401  (re-exported: defined with the other error types)
+from gtr.errors import CheckpointError, first_line  # noqa: F401  (re-exported: defined with the other error types)
 
 
 def read_file(path: str | os.PathLike) -> dict:
@@ -32,7 +32,7 @@ def read_file(path: str | os.PathLike) -> dict:
         try:
             return load_file(str(path))
         except Exception as e:  # noqa: BLE001 - only the parser runs here: any failure is the file's
-            raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(e)})") from None
+            raise CheckpointError(f"{path}: not a readable safetensors file ({first_line(e)})") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -44,15 +44,10 @@ def read_file(path: str | os.PathLike) -> dict:
             "Training-script checkpoints hold 'args'; extract 'model_ema' in a trusted step and save it as safetensors"
         ) from None
     except Exception as e:  # noqa: BLE001 - damaged files make torch.load raise many types (IndexError, KeyError, ...)
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {first_line(e)})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of weights, found {type(obj).__name__}")
     return obj
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
 
 
 def _is_state_dict(d) -> bool:

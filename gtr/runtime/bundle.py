@@ -254,6 +254,21 @@ class Bundle:
         except (KeyError, AttributeError, TypeError, PlanError) as e:
             raise BundleError(f"{self.path}: bad plan in the manifest: {e}") from None
 
+    def plan(self, name: str | None = None, cfg: float | None = None, temperature: float | None = None):
+        """One of `plans()` by name (default: the first), with cfg / temperature overridden if given
+        (the CFG head graph is always exported, so any scale runs). UnknownPlanError if it has none such."""
+        from gtr.errors import UnknownPlanError
+        plans = self.plans()
+        name = name or next(iter(plans))
+        if name not in plans:
+            raise UnknownPlanError(f"the bundle has no plan {name!r}; it has: {', '.join(plans)}")
+        plan = plans[name]
+        if cfg is not None:
+            plan = plan.replace(cfg=cfg)
+        if temperature is not None:
+            plan = plan.replace(temperature=temperature)
+        return plan
+
     @property
     def graphs(self) -> dict:
         return self.manifest.get("graphs") or {}

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gtr.configs import check_classes
 from gtr.plan import COEF_NAMES, NoiseSource, SamplingPlan, fts_split, spaced_schedule, step_table
 
 # Per-row coefficient columns of the head step: the schedule columns of plan.step_table, then the
@@ -151,9 +152,7 @@ def sample(components, plan: SamplingPlan, labels, seed: int, *, token_dim: int 
     """
     labels = list(labels)
     B, L = len(labels), plan.seq_len
-    for lab in labels:
-        if lab is not None and not (0 <= int(lab) < num_classes):
-            raise ValueError(f"class id {lab} is out of range: the model has {num_classes} classes (0..{num_classes - 1})")
+    check_classes(labels, num_classes)
     uncond = num_classes  # the class id that selects fake_latent
     class_ids = np.array([uncond if lab is None else int(lab) for lab in labels], np.int64)
     if plan.uses_cfg:

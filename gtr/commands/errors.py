@@ -1,0 +1,106 @@
+"""One error policy for every command: expected failures as one line, bugs reported as bugs.
+
+Expected failures are the project's own errors (gtr.errors.GtrError: bad input, a missing or damaged
+file, a missing install) and OS errors about a path the user gave: one line on stderr, exit status 1.
+Anything else is a bug in gtr: one line that says so and names the file
+holding the full traceback (exit status 70), or, with --debug or GTR_DEBUG=1, the traceback itself.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from gtr.errors import GtrError, first_line
+
+DEBUG_ENV = "GTR_DEBUG"
+INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE (sysexits.h): tells scripts "bug", not "bad input"
+
+class InternalError(click.ClickException):
+    exit_code = INTERNAL_ERROR_EXIT
+
+
+def _user_os_error(e: BaseException, args: dict) -> bool:
+    """An OSError about a path argument of the command (or a folder above or inside one), or a full disk."""
+    import errno
+    if not isinstance(e, OSError):
+        return False
+    names = [n for n in (e.filename, e.filename2) if isinstance(n, (str, bytes, os.PathLike))]
+    if not names:
+        return e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    ctx = click.get_current_context(silent=True)
+    path_params = {p.name for p in (ctx.command.params if ctx else []) if isinstance(p.type, click.Path)}
+    given = [Path(os.path.abspath(v)) for key, value in args.items() if key in path_params
+             for v in (value if isinstance(value, (list, tuple)) else (value,)) if isinstance(v, (str, os.PathLike))]
+    for name in names:
+        p = Path(os.path.abspath(os.fsdecode(name)))
+        if any(p == g or g in p.parents or p in g.parents for g in given):
+            return True
+    return False
+
+
+def _save_traceback(command: str) -> Path | None:
+    """Write the traceback being handled to a new file in the temp folder; None if that fails too."""
+    import platform
+    import tempfile
+    import traceback
+
+    from gtr._version import __version__
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(tempfile.gettempdir()) / f"gtr-{command}-{stamp}-{os.getpid()}.log"
+    try:
+        with open(path, "x", encoding="utf-8") as f:
+            f.write(f"gtr {__version__}, python {platform.python_version()}\n"
+                    f"command: {' '.join(sys.argv)}\n\n{traceback.format_exc()}")
+    except OSError:
+        return None
+    return path
+
+
+def _set_debug(ctx, param, value):
+    if value:
+        ctx.meta["gtr.debug"] = True
+
+
+def _debug() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get("gtr.debug")) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def friendly_errors(fn):
+    """Turn the command's expected failures into one-line errors and report anything else as a bug.
+
+    Also gives the command a --debug flag (same as GTR_DEBUG=1): errors then show their traceback.
+    """
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted") from None
+        except Exception as e:  # noqa: BLE001 - sorted into expected failures and bugs below
+            if _debug():
+                raise
+            if isinstance(e, GtrError):
+                raise click.ClickException(first_line(e)) from None
+            if _user_os_error(e, kwargs):
+                name = f"{os.fsdecode(e.filename)}: " if isinstance(e.filename, (str, bytes, os.PathLike)) else ""
+                raise click.ClickException(f"{name}{e.strerror or e}") from None
+            saved = _save_traceback(fn.__name__.removesuffix("_cmd"))
+            if saved is None:  # nowhere to save it: show it rather than lose it
+                import traceback
+                traceback.print_exc()
+            where = f"full traceback in {saved}" if saved else "traceback above"
+            raise InternalError(f"internal error (a bug in gtr, please report it): {type(e).__name__}: "
+                                f"{first_line(e)} [{where}; rerun with --debug to show it]") from None
+
+    return click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug, is_eager=True,
+                        help="On an error, show the full Python traceback (also: GTR_DEBUG=1).")(wrapper)
+
+

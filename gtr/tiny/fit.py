@@ -1,0 +1,197 @@
+"""The training loops of mar-tiny (tools/train_tiny.py runs them in order; the objective is in
+gtr.tiny.training): the KL VAE, the MAR stage on cached posterior moments, the head stage on frozen
+backbone conditions, and the class-accuracy check that picks the default CFG."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from gtr.models.mar import MAR
+from gtr.models.vae import AutoencoderKL
+from gtr.tiny import training as T
+from gtr.tiny.model import TINY_VAE
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator):
+    """Endless stream of index batches: a fresh permutation per epoch, full batches only."""
+    while True:
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield perm[i:i + batch_size]
+
+
+class _Avg:
+    """Running mean of the last `window` values of each stat."""
+
+    def __init__(self, window: int = 50):
+        self.window, self.values = window, {}
+
+    def add(self, stats: dict):
+        for k, v in stats.items():
+            self.values.setdefault(k, []).append(float(v))
+            del self.values[k][:-self.window]
+
+    def get(self) -> dict:
+        return {k: float(np.mean(v)) for k, v in self.values.items()}
+
+
+def train_vae(images: torch.Tensor, steps: int, batch_size: int, lr: float, kl_weight: float, seed: int,
+              log=print, log_every: int = 50):
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    vae = AutoencoderKL(TINY_VAE)
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    avg, t0 = _Avg(), time.time()
+    batches = _batches(len(images), batch_size, gen)
+    vae.train()
+    for step in range(steps):
+        T.set_lr(opt, T.lr_at(step, steps, lr, warmup=max(1, steps // 20), min_ratio=0.05))
+        idx = next(batches)
+        noise = torch.randn((len(idx), TINY_VAE.embed_dim, 8, 8), generator=gen)
+        loss, stats = T.vae_loss(vae, images[idx], noise, kl_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        avg.add(stats)
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            s = avg.get()
+            log(f"vae {step + 1}/{steps} loss {s['loss']:.4f} l1 {s['l1']:.4f} l2 {s['l2']:.5f} "
+                f"kl {s['kl']:.3f} ({time.time() - t0:.0f}s)")
+    vae.eval()
+    return vae, {**avg.get(), "seconds": time.time() - t0}
+
+
+@torch.no_grad()
+def posterior_moments(vae, images: torch.Tensor, batch: int = 256):
+    means, logvars = [], []
+    for i in range(0, len(images), batch):
+        m, lv = vae.encode(images[i:i + batch])
+        means.append(m)
+        logvars.append(lv)
+    return torch.cat(means), torch.cat(logvars)
+
+
+def tokens_from_moments(mean, logvar, scale: float, noise: torch.Tensor) -> torch.Tensor:
+    """[B, c, h, w] moments + noise -> scaled tokens [B, h*w, c] in raster order (mar-spec §2.1)."""
+    z = mean + torch.exp(0.5 * logvar) * noise
+    return (z * scale).flatten(2).transpose(1, 2).contiguous()
+
+
+def train_mar(config, mean, logvar, labels, steps: int, batch_size: int, lr: float, weight_decay: float,
+              ema_decay: float, seed: int, grad_clip: float = 3.0, top_t_prob: float = 0.0,
+              lr_min_ratio: float = 0.01, log=print,
+              log_every: int = 50, checkpoint=None, checkpoint_every: int = 0):
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = MAR(config)
+    T.init_mar_weights(model)
+    sched = T.DiffusionSchedule(config.num_timesteps)
+    opt = T.make_optimizer(model, lr, weight_decay)
+    ema = T.EMA(model, ema_decay)
+    scale = config.vae.scale_factor
+    avg, t0 = _Avg(), time.time()
+    batches = _batches(len(mean), batch_size, gen)
+    warmup = max(1, steps // 20)
+    model.train()
+    for step in range(steps):
+        T.set_lr(opt, T.lr_at(step, steps, lr, warmup=warmup, min_ratio=lr_min_ratio))
+        idx = next(batches)
+        tokens = tokens_from_moments(mean[idx], logvar[idx], scale, torch.randn(mean[idx].shape, generator=gen))
+        loss, stats = T.mar_loss(model, sched, tokens, labels[idx], gen, top_t_prob=top_t_prob)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        ema.update(model)
+        stats.pop("known")
+        avg.add({**stats, "grad_norm": float(gnorm)})
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            s = avg.get()
+            log(f"mar {step + 1}/{steps} loss {s['loss']:.4f} mse {s['mse']:.4f} vb {s['vb']:.4f} "
+                f"gnorm {s['grad_norm']:.2f} lr {opt.param_groups[0]['lr']:.2e} ({time.time() - t0:.0f}s)")
+        if checkpoint and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            checkpoint(ema.state_dict(), step + 1)
+    model.eval()
+    return model, ema.state_dict(), {**avg.get(), "seconds": time.time() - t0}
+
+
+@torch.no_grad()
+def condition_cache(model, mean, logvar, labels, reps: int, seed: int, batch_size: int = 64):
+    """Rows (x0 [N,c], z [N,D]) for the head stage, from the frozen backbone: `reps` passes over the
+    training set, each batch with fresh posterior tokens and the MAR objective's draws (mask ratio,
+    random order, label drop 0.1). The head sees exactly the conditions the backbone makes."""
+    gen = torch.Generator().manual_seed(seed)
+    scale = model.config.vae.scale_factor
+    xs, zs = [], []
+    for _ in range(reps):
+        perm = torch.randperm(len(mean), generator=gen)
+        for i in range(0, len(mean) - batch_size + 1, batch_size):
+            idx = perm[i:i + batch_size]
+            tokens = tokens_from_moments(mean[idx], logvar[idx], scale, torch.randn(mean[idx].shape, generator=gen))
+            x0, z, _ = T.masked_conditions(model, tokens, labels[idx], gen)
+            xs.append(x0.reshape(-1, x0.shape[-1]))
+            zs.append(z.reshape(-1, z.shape[-1]))
+    return torch.cat(xs), torch.cat(zs)
+
+
+def train_head(model, x0, z, steps: int, batch_rows: int, lr: float, seed: int, top_t_prob: float,
+               top_weight: float, ema_decay: float = 0.999, log=print, log_every: int = 250):
+    """Stage 3: a fresh diffusion MLP (identity init) trained on the frozen backbone's conditions.
+
+    The head's eps precision at t = 999 decides whether short diffusion chains work at all; see
+    gtr.tiny.training.init_identity_head and head_loss. Returns (EMA head state dict, stats, init).
+    """
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    net = model.diffloss.net
+    T.init_head_weights(net)
+    init = T.init_identity_head(net, seed=seed)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in net.parameters():
+        p.requires_grad_(True)
+    sched = T.DiffusionSchedule(model.config.num_timesteps)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    ema = T.EMA(net, ema_decay)
+    avg, t0 = _Avg(), time.time()
+    net.train()
+    for step in range(steps):
+        T.set_lr(opt, T.lr_at(step, steps, lr, warmup=max(1, steps // 20), min_ratio=0.0))
+        idx = torch.randint(0, len(x0), (batch_rows,), generator=gen)
+        loss, stats = T.head_loss(net, sched, x0[idx], z[idx], gen, top_t_prob, top_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema.update(net)
+        avg.add({k: v for k, v in stats.items() if v == v})  # top_mse is nan in a batch without t = 999
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            s = avg.get()
+            log(f"head {step + 1}/{steps} loss {s['loss']:.4f} mse {s['mse']:.4f} vb {s['vb']:.4f} "
+                f"t999 mse {s.get('top_mse', float('nan')):.2e} lr {opt.param_groups[0]['lr']:.2e} "
+                f"({time.time() - t0:.0f}s)")
+    for p in model.parameters():
+        p.requires_grad_(True)
+    net.load_state_dict(ema.state_dict())
+    net.eval()
+    return ema.state_dict(), {**avg.get(), "seconds": time.time() - t0}, init
+
+
+def evaluate(model, vae, cfg: float, per_class: int, seed: int, plan_name: str = "mar-64", batch: int = 50,
+             log=print) -> dict:
+    """Class accuracy of `per_class` samples per digit under the shipped classifier."""
+    from gtr.eval.classifier import embed, load_classifier
+    from gtr.models.reference import sample_images
+    from gtr.plan import build_plan
+
+    plan = build_plan(plan_name, grid=model.config.grid, cfg=cfg)
+    labels = [c for c in range(model.config.num_classes) for _ in range(per_class)]
+    images, t0 = [], time.time()
+    for i in range(0, len(labels), batch):
+        images.append(sample_images(model, vae, plan, labels[i:i + batch], seed=seed + i // batch).images)
+    images = np.clip(np.concatenate(images), -1, 1)
+    logits, _ = embed(load_classifier(), images)
+    acc = float((logits.argmax(1) == np.array(labels)).mean())
+    log(f"{plan_name} cfg {cfg}: accuracy {acc:.3f} on {len(labels)} images ({time.time() - t0:.0f}s)")
+    return {"plan": plan_name, "cfg": cfg, "accuracy": acc, "n": len(labels), "seed": seed, "images": images}
