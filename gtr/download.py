@@ -1,13 +1,17 @@
 """The official MAR weights: where they come from, where they go, and a resumable, checked download.
 
 Files land where gtr-export looks for them: $GTR_HOME/<model>/checkpoint-last.pth and $GTR_HOME/kl16.ckpt.
-A transfer goes to <file>.part (resumed with an HTTP Range request when it is there), is checked
-against the size the server announced and renamed into place; the sha256 of the finished file is
-recorded beside it (<file>.sha256, `sha256sum -c` format) and every later run verifies it.
+A transfer goes to <file>.part (resumed with an HTTP Range request when it is there; a 206 answer must
+start at the requested byte, else the partial file is discarded and the transfer starts over), is
+checked against the size the server announced and renamed into place; the sha256 of the finished file
+is recorded beside it (<file>.sha256, `sha256sum -c` format) and every later run verifies it. One
+process at a time works on a folder's files (an flock on the folder): a second one stops with one line.
 Standard library only (urllib), so it works where torch is not installed.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import http.client
 import os
@@ -94,19 +98,44 @@ def fetch(d: Download, progress: bool = True) -> str:
                                 f"is damaged); delete it and download it again")
         return "present, sha256 verified"
     d.dest.parent.mkdir(parents=True, exist_ok=True)
-    _transfer(d, progress)
-    digest = sha256_file(d.part)
-    os.replace(d.part, d.dest)  # atomic: dest is either absent or complete
-    from gtr.runtime.files import atomic_write_text
-    atomic_write_text(d.checksum, f"{digest}  {d.dest.name}\n")
+    with _folder_lock(d):
+        if d.dest.is_file():  # another process finished it while we waited for nothing: verify instead
+            return fetch(d, progress)
+        _transfer(d, progress)
+        digest = sha256_file(d.part)
+        os.replace(d.part, d.dest)  # atomic: dest is either absent or complete
+        from gtr.runtime.files import atomic_write_text
+        atomic_write_text(d.checksum, f"{digest}  {d.dest.name}\n")
     return f"downloaded, sha256 {digest[:16]}… recorded"
+
+
+@contextlib.contextmanager
+def _folder_lock(d: Download):
+    """Hold an exclusive flock on the destination folder (nothing is left behind: the lock is on the
+    folder itself); a second process appending to the same .part would interleave its writes."""
+    fd = os.open(d.dest.parent, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DownloadError(f"{d.name}: another process is downloading into {d.dest.parent}; wait for it to "
+                                f"finish (or stop it), then run this again") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _looks_like_html(head: bytes) -> bool:
     return head.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html"))
 
 
-def _transfer(d: Download, progress: bool) -> None:
+def _resumed_at(response) -> int | None:
+    """The first byte of a 206 answer's Content-Range (None when it has none that parses)."""
+    m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", (response.headers.get("Content-Range") or "").strip())
+    return int(m.group(1)) if m else None
+
+
+def _transfer(d: Download, progress: bool, retried: bool = False) -> None:
     """Download d.url into d.part, continuing a partial file; raise DownloadError unless it is complete."""
     have = d.part.stat().st_size if d.part.is_file() else 0
     headers = {"User-Agent": USER_AGENT, **({"Range": f"bytes={have}-"} if have else {})}
@@ -126,6 +155,14 @@ def _transfer(d: Download, progress: bool) -> None:
             raise DownloadError(f"{d.name}: {d.url} sent a web page instead of the file (the link may have "
                                 f"moved or need a login); nothing was kept")
         start = have if response.status == 206 else 0  # 200: the server ignored the range, start over
+        if response.status == 206 and _resumed_at(response) != have:
+            # bytes from elsewhere than asked: appending them would make a wrong file with a "good" sha256
+            d.part.unlink()
+            if retried or have == 0:
+                raise DownloadError(f"{d.name}: {d.url} answered a request for bytes {have}- with "
+                                    f"{response.headers.get('Content-Range') or 'no Content-Range'}; nothing was kept")
+            response.close()
+            return _transfer(d, progress, retried=True)
         length = response.headers.get("Content-Length")
         total = start + int(length) if length is not None else None
         from tqdm import tqdm

@@ -27,6 +27,7 @@ class Server(http.server.ThreadingHTTPServer):
         self.cut_once = set()     # paths whose next transfer stops halfway
         self.html = set()         # paths answered with a web page
         self.ranges = True        # False: ignore Range, always send the whole file
+        self.lie = False          # True: answer a Range with 206 but send the file from byte 0
 
     @property
     def url(self):
@@ -63,6 +64,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.end_headers()
                 return
             self.send_response(206)
+            if srv.lie:  # claims a partial answer, sends (and says) bytes from the start
+                start = 0
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         else:
             self.send_response(200)
@@ -178,3 +181,38 @@ def test_export_download_fetches_then_uses_the_files(server, tmp_path):
     assert (tmp_path / "home" / "mar-b" / "checkpoint-last.pth").is_file() and not (tmp_path / "b.plan").exists()
     assert "no official files for 'mar-test'" in one_line_error(
         run("export", "--model", "mar-test", "--download", "-o", tmp_path / "t.plan"))
+
+
+def test_a_206_from_the_wrong_offset_starts_over(server, tmp_path):
+    """A server that answers a resume with bytes from another offset: appended, they would make a wrong
+    file whose sha256 is then recorded as good. The partial file is discarded and the transfer restarts."""
+    server.cut_once.add("/kl16.ckpt")
+    one_line_error(run("download", "kl16"))  # leaves 35,000 bytes in kl16.ckpt.part
+    server.lie = True
+    r = run("download", "kl16")
+    assert r.exit_code == 0, r.output
+    assert server.requests[-2] == ("/kl16.ckpt", "bytes=35000-") and server.requests[-1] == ("/kl16.ckpt", None)
+    assert (tmp_path / "home" / "kl16.ckpt").read_bytes() == FILES["/kl16.ckpt"]
+    assert home_files(tmp_path) == ["kl16.ckpt", "kl16.ckpt.sha256"]
+
+
+def test_a_second_process_on_the_same_folder_stops_with_one_line(server, tmp_path):
+    import subprocess
+    import sys
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "kl16.ckpt.part").write_bytes(FILES["/kl16.ckpt"][:1000])  # the first process's bytes so far
+    # another process holds the folder (as a running download does) until we close its stdin
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()", str(home)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        msg = one_line_error(run("download", "kl16"))
+        assert "another process is downloading into" in msg
+        assert (home / "kl16.ckpt.part").read_bytes() == FILES["/kl16.ckpt"][:1000] and server.requests == []
+    finally:
+        holder.communicate("", timeout=10)
+    assert run("download", "kl16").exit_code == 0  # once it is done, the download goes ahead
+    assert (home / "kl16.ckpt").read_bytes() == FILES["/kl16.ckpt"]
+    assert home_files(tmp_path) == ["kl16.ckpt", "kl16.ckpt.sha256"]
