@@ -5,9 +5,10 @@
     images = pipe([3, 5], seed=0, num_images=2)  # 4 PIL images, class-major: 3, 3, 5, 5
     pipe.save("samples/", range(10), num_images=50, shard=(0, 4))  # long runs: resumable, sharded
 
-Seeding (gtr.runtime.shards): each class's images are sampled in chunks of `batch` with a seed
-derived from (seed, class, first index), so an image depends on (seed, class, index, batch,
-num_images) and on nothing else: not on the other classes, nor on sharding.
+Seeding (gtr.plan.noise): every image has its own noise stream, seeded from (seed, class, index), so an
+image depends on those three and on nothing else: not on the other classes, on --batch, on sharding,
+or on what a server batched it with (up to float rounding of another batch shape: tokens within 1e-4
+of their scale; bit-identical for the same batch shape, as in a resumed or sharded run).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from gtr.configs import check_classes
 from gtr.errors import EngineError, PipelineError  # noqa: F401  (PipelineError: re-exported)
+from gtr.plan.noise import image_seed
 from gtr.runtime import outdir, shards
 from gtr.runtime.backends import stderr_line
 from gtr.runtime.bundle import Bundle, read_bundle
@@ -104,7 +106,8 @@ class Pipeline:
         """One sampling call: the chunk's images as uint8 [count, H, W, 3]."""
         from gtr.runtime.sampler import sample
         steps = plan.num_steps
-        result = sample(self.components, plan, [chunk.label] * chunk.count, shards.chunk_seed(seed, chunk),
+        seeds = [image_seed(seed, chunk.label, i) for i in chunk.indices]
+        result = sample(self.components, plan, [chunk.label] * chunk.count, seeds,
                         token_dim=self.config.token_dim, num_classes=self.config.num_classes,
                         progress=lambda s: bar.set_postfix_str(f"step {s + 1}/{steps}", refresh=False))
         bar.update(chunk.count)
@@ -114,6 +117,25 @@ class Pipeline:
     def _bar(total: int, desc: str, progress: bool):
         from tqdm import tqdm
         return tqdm(total=total, desc=desc, unit="img", leave=False, disable=None if progress else True)
+
+    def generate_items(self, items, plan: str | None = None, cfg: float | None = None,
+                       temperature: float | None = None) -> np.ndarray:
+        """uint8 pixels [len(items), H, W, 3] for `items` [(class or None, seed, index), ...] in one
+        sampling call: image k is image `index` of `class` in a run with `seed`, the same as
+        `generate([class], seed, num_images=index + 1)[index]` (what a server merging requests runs)."""
+        from gtr.runtime.sampler import sample
+        items = [(None if c is None else int(c), int(s), int(i)) for c, s, i in items]
+        if not items:
+            raise PipelineError("nothing to generate: no items")
+        if any(i < 0 for _, _, i in items):
+            raise PipelineError("image indices must be >= 0")
+        labels = [c for c, _, _ in items]
+        check_classes(labels, self.config.num_classes)
+        plan_obj = self.plan(plan, cfg, temperature)
+        seeds = [image_seed(s, c, i) for c, s, i in items]
+        result = sample(self.components, plan_obj, labels, seeds, token_dim=self.config.token_dim,
+                        num_classes=self.config.num_classes)
+        return to_uint8(result.images)
 
     def generate(self, classes=None, seed: int = 0, num_images: int = 1, plan: str | None = None,
                  cfg: float | None = None, temperature: float | None = None, batch: int | None = None,

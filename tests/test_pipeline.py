@@ -58,6 +58,30 @@ def test_pipeline_call(pipe):
     assert len(pipe(None, num_images=2)) == 2  # unconditional
 
 
+def test_an_image_does_not_depend_on_its_batch(pipe):
+    """One noise stream per image: alone, in a batch of other classes and seeds (a server's merged
+    call), or at another --batch, an image is the same up to float rounding of the batch shape."""
+    from gtr.runtime.sampler import sample
+    alone = pipe.generate([3], seed=4, num_images=3, batch=1)  # three calls of one image
+    batched = pipe.generate([3], seed=4, num_images=3, batch=3)  # one call of three
+    assert np.abs(alone.astype(int) - batched).max() <= 1
+    merged = pipe.generate_items([(5, 9, 0), (3, 4, 2), (None, 1, 0), (3, 4, 0)])
+    assert np.abs(merged[1].astype(int) - alone[2]).max() <= 1 and np.abs(merged[3].astype(int) - alone[0]).max() <= 1
+    assert np.abs(merged[0].astype(int) - pipe.generate([5], seed=9)[0]).max() <= 1
+    # tokens within 1e-4 of their scale, and bit-identical for the same batch shape
+    plan = pipe.plan()
+    kw = dict(token_dim=TINY.token_dim, num_classes=TINY.num_classes, decode=False)
+    from gtr.plan import image_seed
+    one = sample(pipe.components, plan, [3], [image_seed(4, 3, 2)], **kw).tokens[0]
+    four = sample(pipe.components, plan, [5, 3, None, 3], [image_seed(9, 5, 0), image_seed(4, 3, 2),
+                                                             image_seed(1, None, 0), image_seed(4, 3, 0)], **kw).tokens
+    assert np.abs(one - four[1]).max() <= 1e-4 * np.abs(one).max()
+    again = sample(pipe.components, plan, [3], [image_seed(4, 3, 2)], **kw).tokens[0]
+    assert np.array_equal(one, again)
+    with pytest.raises(PipelineError):
+        pipe.generate_items([])
+
+
 def test_pipeline_errors(pipe, bundle):
     with pytest.raises(PipelineError, match="no plan 'nope'"):
         pipe(1, plan="nope")

@@ -372,7 +372,7 @@ def test_build_plan_from_file(tmp_path):
 
 def test_orders_are_per_stage_permutations():
     plan = build_plan("gtr", (8, 8))
-    orders = NoiseSource(0).orders(plan, 3)
+    orders = NoiseSource([0, 1, 2]).orders(plan)
     assert orders.shape == (3, 64) and orders.dtype == np.int64
     for b in range(3):
         for s in plan.steps:  # every step predicts positions of its own stage
@@ -387,30 +387,35 @@ def test_orders_are_per_stage_permutations():
 
 def test_noise_source_draw_order_and_determinism():
     plan = build_plan("gtr", (8, 8))
-    a, b = NoiseSource(7), NoiseSource(7)
-    np.testing.assert_array_equal(a.orders(plan, 2), b.orders(plan, 2))
+    a, b = NoiseSource([7, 9]), NoiseSource([7, 9])
+    np.testing.assert_array_equal(a.orders(plan), b.orders(plan))
     xa, na = a.group_noise(5, 4)
     xb, nb = b.group_noise(5, 4)
-    assert xa.dtype == na.dtype == np.float32 and xa.shape == (5, 16) and na.shape == (3, 5, 16)
+    assert xa.dtype == na.dtype == np.float32 and xa.shape == (10, 16) and na.shape == (3, 10, 16)
     np.testing.assert_array_equal(xa, xb)
     np.testing.assert_array_equal(na, nb)
-    # The documented stream, drawn by hand: permutations, then x_T, then one [rows, 16] per reverse step.
-    rng = np.random.default_rng(7)
-    for _ in range(2):
+    # The documented streams, drawn by hand, one per image: permutations, then x_T, then the
+    # [T-1, size, 16] step normals; the call's rows are the images' rows stacked.
+    for img, seed in enumerate((7, 9)):
+        rng = np.random.default_rng(seed)
         for st in plan.stages:
             rng.permutation(np.asarray(st))
-    np.testing.assert_array_equal(xa, rng.standard_normal((5, 16), dtype=np.float32))
-    for j in range(3):
-        np.testing.assert_array_equal(na[j], rng.standard_normal((5, 16), dtype=np.float32))
-    assert not np.array_equal(NoiseSource(8).group_noise(5, 4)[0], NoiseSource(7).group_noise(5, 4)[0])
+        rows = slice(5 * img, 5 * img + 5)
+        np.testing.assert_array_equal(xa[rows], rng.standard_normal((5, 16), dtype=np.float32))
+        np.testing.assert_array_equal(na[:, rows], rng.standard_normal((3, 5, 16), dtype=np.float32))
+    # an image's draws do not depend on the other images of the call
+    alone = NoiseSource([9])
+    alone.orders(plan)
+    np.testing.assert_array_equal(alone.group_noise(5, 4)[0], xa[5:])
+    assert not np.array_equal(NoiseSource([8]).group_noise(5, 4)[0], NoiseSource([7]).group_noise(5, 4)[0])
 
 
 def test_group_noise_shapes_and_token_dim():
     # The draws of sample() itself are replayed by hand in tests/test_sampler_contract.py.
-    src = NoiseSource(1)
-    x, n = src.group_noise(6, 50, token_dim=4)
+    src = NoiseSource([1, 2])
+    x, n = src.group_noise(3, 50, token_dim=4)
     assert x.shape == (6, 4) and n.shape == (49, 6, 4)
-    x, n = src.group_noise(2, 1, token_dim=4)
+    x, n = src.group_noise(1, 1, token_dim=4)
     assert x.shape == (2, 4) and n.shape == (0, 2, 4)
 
 

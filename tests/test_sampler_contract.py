@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from gtr.export.exporter import static_shapes
-from gtr.plan import PRESETS, Group, PlanError, build_plan, fts_split
+from gtr.plan import PRESETS, Group, PlanError, build_plan, fts_split, image_seed
 from gtr.plan.plan import ROLES
 from gtr.runtime.sampler import sample
 
@@ -119,20 +119,26 @@ def test_sample_draws_in_the_documented_order(select):
 
     B = len(labels)
     class_ids = np.array(labels, np.int64)
-    rng = np.random.default_rng(seed)
-    # 1. one permutation per sample and stage
-    orders = np.stack([np.concatenate([rng.permutation(np.asarray(st)) for st in plan.stages]) for _ in range(B)])
+    # one generator per image, seeded from (seed, class, index of the class in the call)
+    rngs = [np.random.default_rng(image_seed(seed, lab, 0)) for lab in labels]
+
+    # 1. one permutation per stage, per image
+    orders = np.stack([np.concatenate([r.permutation(np.asarray(st)) for st in plan.stages]) for r in rngs])
     np.testing.assert_array_equal(got.orders, orders)
     expected = np.zeros((B, plan.seq_len), np.float64)
     for step in plan.steps:
         K, n = step.known_before, step.predict
         pred = np.sort(orders[:, K:K + n], axis=1)
         tops = [g for g in step.groups if g.role == "fts_top"]
-        # 3. selection scores first (random FTS only), then 2. per group in plan order: x_T, T-1 normals
-        scores = rng.random((B, n)) if tops and select == "random" else None
-        draws = [(rng.standard_normal((B * g.size, C), dtype=np.float32),
-                  rng.standard_normal((g.T - 1, B * g.size, C), dtype=np.float32)) if g.size else None
-                 for g in step.groups]
+        # per image: 2a. selection scores first (random FTS only), then 2b. per group in plan order:
+        # x_T, then the T-1 normals; the call's rows are the images' rows stacked
+        scores = np.stack([r.random(n) for r in rngs]) if tops and select == "random" else None
+        per_image = [[(r.standard_normal((g.size, C), dtype=np.float32),
+                       r.standard_normal((g.T - 1, g.size, C), dtype=np.float32)) if g.size else None
+                      for g in step.groups] for r in rngs]
+        draws = [None if per_image[0][k] is None else
+                 (np.concatenate([p[k][0] for p in per_image]), np.concatenate([p[k][1] for p in per_image], axis=1))
+                 for k in range(len(step.groups))]
         if tops:
             top, rest = fts_split(fake_z(pred, class_ids), tops[0].size, select, scores)
             index = {"fts_top": top, "fts_rest": rest}

@@ -16,15 +16,16 @@ def test_chunks_are_per_class_blocks_of_batch():
     assert list(Chunk(3, 4, 2).indices) == [4, 5]
 
 
-def test_chunk_seed_depends_on_seed_class_and_start_only():
-    seed = shards.chunk_seed
-    assert seed(0, Chunk(1, 4, 2)) == seed(0, Chunk(1, 4, 3))  # not on the chunk's size
-    values = {seed(s, Chunk(c, start, 1)) for s in (0, 1) for c in (None, 0, 1) for start in (0, 1)}
-    assert len(values) == 12  # every (seed, class, start) differs
+def test_image_seed_depends_on_seed_class_and_index_only():
+    from gtr.plan.noise import image_seed, image_seeds
+    values = {image_seed(s, c, i) for s in (0, 1) for c in (None, 0, 1) for i in (0, 1)}
+    assert len(values) == 12  # every (seed, class, index) differs
     assert all(0 <= v < 2**63 for v in values)
-    # stable across versions: documented as the first 63 bits of sha256("seed/class/start")
+    # stable across versions: documented as the first 63 bits of sha256("seed/class/index")
     import hashlib
-    assert seed(5, Chunk(None, 10, 1)) == int.from_bytes(hashlib.sha256(b"5/uncond/10").digest()[:8], "big") >> 1
+    assert image_seed(5, None, 10) == int.from_bytes(hashlib.sha256(b"5/uncond/10").digest()[:8], "big") >> 1
+    # one call's images are numbered per class, as gtr-run -c C -n N numbers them
+    assert image_seeds(3, [7, 2, 7]) == [image_seed(3, 7, 0), image_seed(3, 2, 0), image_seed(3, 7, 1)]
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 40])

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from gtr.configs import check_classes
-from gtr.plan import COEF_NAMES, NoiseSource, SamplingPlan, fts_split, spaced_schedule, step_table
+from gtr.plan import COEF_NAMES, SamplingPlan, fts_split, spaced_schedule, step_table
+from gtr.plan.noise import NoiseSource, image_seeds
 
 # Per-row coefficient columns of the head step: the schedule columns of plan.step_table, then the
 # noise scale = temperature at k > 0 and 0 at the last step k = 0.
@@ -143,22 +144,27 @@ class SampleResult:
     orders: np.ndarray   # [B, L] the positions in generation order
 
 
-def sample(components, plan: SamplingPlan, labels, seed: int, *, token_dim: int = 16, num_classes: int,
+def sample(components, plan: SamplingPlan, labels, seed, *, token_dim: int = 16, num_classes: int,
            decode: bool = True, progress=None) -> SampleResult:
     """Generate len(labels) images with `plan`; labels may hold None for unconditional rows.
 
-    All randomness comes from `NoiseSource(seed)` in the documented order (gtr.plan.noise).
+    seed: the run seed (image b is then image i of its class, i its occurrences before it in `labels`,
+    seeded by gtr.plan.noise.image_seed), or one seed per image. All randomness comes from the images'
+    own streams in the documented order (gtr.plan.noise), so an image does not depend on the others.
     `progress(step_index)` is called after every AR step.
     """
     labels = list(labels)
     B, L = len(labels), plan.seq_len
     check_classes(labels, num_classes)
+    seeds = image_seeds(seed, labels) if isinstance(seed, (int, np.integer)) else list(seed)
+    if len(seeds) != B:
+        raise ValueError(f"{len(seeds)} image seeds for {B} labels")
     uncond = num_classes  # the class id that selects fake_latent
     class_ids = np.array([uncond if lab is None else int(lab) for lab in labels], np.int64)
     if plan.uses_cfg:
         class_ids = np.concatenate([class_ids, np.full(B, uncond, np.int64)])
-    rng = NoiseSource(seed)
-    orders = rng.orders(plan, B)
+    rng = NoiseSource(seeds)
+    orders = rng.orders(plan)
     canvas = np.zeros((B, L, token_dim), np.float32)
     batch_idx = np.arange(B)[:, None]
     for s, step in enumerate(plan.steps):
@@ -176,7 +182,7 @@ def sample(components, plan: SamplingPlan, labels, seed: int, *, token_dim: int 
         roles = [g.role for g in step.groups]
         if "fts_top" in roles:
             k_top = next(g.size for g in step.groups if g.role == "fts_top")
-            scores = rng.selection_scores(B, n) if plan.fts_select == "random" else None
+            scores = rng.selection_scores(n) if plan.fts_select == "random" else None
             top, rest = fts_split(z_c, k_top, plan.fts_select, scores)
             index_of = {"fts_top": top, "fts_rest": rest}
         else:  # one group of every predicted token: 'all', or an fts_rest group alone (nothing selected)
@@ -185,7 +191,7 @@ def sample(components, plan: SamplingPlan, labels, seed: int, *, token_dim: int 
         groups = sc.groups
 
         # Random draws in plan group order (the documented contract), executed in T order.
-        drawn = {id(g): rng.group_noise(B * g.size, g.T, token_dim) for g in step.groups if g.size > 0}
+        drawn = {id(g): rng.group_noise(g.size, g.T, token_dim) for g in step.groups if g.size > 0}
         idx = [index_of[g.role] for g in groups]
         positions = np.concatenate([np.take_along_axis(pred, i, 1).reshape(-1) for i in idx])
         samples = np.concatenate([np.repeat(np.arange(B), i.shape[1]) for i in idx])

@@ -1,15 +1,15 @@
 """How a run of images is cut into sampling calls ("chunks"), seeded, and split across workers.
 
 A run is classes x num_images, class-major. Each class's images are cut into chunks of `batch`
-consecutive indices; one chunk is one sampling call with its own seed, derived from (seed, class,
-first index). So an image's pixels depend on (seed, class, index) and the chunking (batch and
-num_images), never on which other classes are in the run, on the order they are given in, or on how
-the chunks are spread over workers: a shard runs the very calls an unsharded run makes.
+consecutive indices; one chunk is one sampling call. Every image has its own noise stream, seeded from
+(seed, class, index) (gtr.plan.noise.image_seed), so an image is the same whatever it is batched with,
+up to float rounding of another batch shape; with the same chunking (batch and num_images) it is the
+same bits, never depending on which other classes are in the run, on the order they are given in, or
+on how the chunks are spread over workers: a shard runs the very calls an unsharded run makes.
 Standard library only.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 
@@ -28,16 +28,6 @@ def chunks(labels, num_images: int, batch: int) -> list[Chunk]:
     """The run's chunks in class-major order (the order images are returned in)."""
     return [Chunk(label, start, min(batch, num_images - start))
             for label in labels for start in range(0, num_images, batch)]
-
-
-def chunk_seed(seed: int, chunk: Chunk) -> int:
-    """The sampling seed of a chunk: the first 63 bits of sha256("seed/class/start"), class "uncond" when None.
-
-    A hash (not seed + a counter) so that neighbouring seeds and classes never share noise.
-    """
-    label = "uncond" if chunk.label is None else int(chunk.label)
-    digest = hashlib.sha256(f"{int(seed)}/{label}/{chunk.start}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def parse_shard(text: str) -> tuple[int, int]:
