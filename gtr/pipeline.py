@@ -174,10 +174,15 @@ class Pipeline:
         folder = Path(folder)
         record = dict(bundle=self.fingerprint(), plan=plan_obj.to_dict(), seed=int(seed), batch=batch,
                       num_images=num_images)
-        differ = outdir.check_record(folder, record)
-        if differ:
-            raise PipelineError(f"{folder} holds images made with other settings ({', '.join(differ)} differ, "
-                                f"see {outdir.RECORD}); use another folder or the same settings")
+        try:
+            with outdir.claim(folder, record):
+                return self._save(folder, labels, seed, num_images, batch, plan_obj, index, count, progress)
+        except outdir.FolderTaken as e:
+            what = "is being written by a run" if e.live else "holds images made"
+            raise PipelineError(f"{folder} {what} with other settings ({', '.join(e.differ)} differ, see "
+                                f"{outdir.RECORD}); use another folder or the same settings") from None
+
+    def _save(self, folder, labels, seed, num_images, batch, plan_obj, index, count, progress) -> SaveResult:
         size = self.config.img_size
 
         def path(label, i):

@@ -1,6 +1,7 @@
 """gtr.load / gtr.export and gtr-run's long-run options (--outdir resume, --shard, --npz), on the small
 test model of tests/tiny_export_model.py (8x8 tokens, 32x32 images, realistic magnitudes)."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +157,32 @@ def test_outdir_refuses_a_run_with_other_settings(bundle, tmp_path):
         msg = one_line_error(run("run", bundle, "-c", 1, "-n", 2, "--outdir", d, *other))
         assert "other settings" in msg, other
     assert run("run", bundle, "-c", 7, "-n", 2, "--outdir", d).exit_code == 0  # more classes: same run
+
+
+def test_two_workers_with_other_settings_cannot_share_a_fresh_folder(bundle, tmp_path):
+    """Both start at once on a new folder: the claim is one step under a lock, so exactly one is accepted
+    and the folder holds only its images."""
+    import subprocess
+    import sys
+    d = tmp_path / "d"
+    procs = [subprocess.Popen([sys.executable, "-m", "gtr", "run", str(bundle), "-c", "1", "-n", "6", "--batch", "1",
+                               "--seed", str(seed), "--outdir", str(d), "--device", "cpu"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for seed in (0, 1)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 1], outs
+    loser = outs[[p.returncode for p in procs].index(1)]
+    assert "other settings" in loser and "Traceback" not in loser, loser
+    winner = [0, 1][[p.returncode for p in procs].index(0)]
+    assert json.loads((d / "gtr-run.json").read_text())["seed"] == winner
+    assert len(pngs(d)) == 6
+    # a first run that died before its first image does not pin its settings
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "gtr-run.json").write_text(json.dumps({"seed": 99}))
+    assert run("run", bundle, "-c", 1, "-n", 1, "--outdir", fresh).exit_code == 0
+    assert json.loads((fresh / "gtr-run.json").read_text())["seed"] == 0
 
 
 def test_npz_packs_the_run(bundle, tmp_path):

@@ -70,11 +70,24 @@ def test_image_names_and_completeness(tmp_path):
 
 
 def test_run_record(tmp_path):
-    record = {"seed": 0, "batch": 2, "plan": {"name": "gtr"}}
-    assert outdir.check_record(tmp_path / "new", record) == []
-    assert json.loads((tmp_path / "new" / outdir.RECORD).read_text()) == record
-    assert outdir.check_record(tmp_path / "new", dict(record)) == []
-    assert outdir.check_record(tmp_path / "new", {**record, "seed": 1, "batch": 4}) == ["batch", "seed"]
+    record, other = {"seed": 0, "batch": 2, "plan": {"name": "gtr"}}, {"seed": 1, "batch": 4, "plan": {"name": "gtr"}}
+    new = tmp_path / "new"
+    with outdir.claim(new, record):
+        assert json.loads((new / outdir.RECORD).read_text()) == record
+        with outdir.claim(new, dict(record)):  # a second worker of the same run joins
+            pass
+        with pytest.raises(outdir.FolderTaken) as e:  # a run with other settings is writing it now
+            with outdir.claim(new, other):
+                pass
+        assert e.value.differ == ["batch", "seed"] and e.value.live
+    # the first run ended before its first image: its record gives way to new settings
+    with outdir.claim(new, other):
+        assert json.loads((new / outdir.RECORD).read_text()) == other
+    write_png(new / "class0001_00000.png")
+    with pytest.raises(outdir.FolderTaken) as e:  # but not once the folder holds its images
+        with outdir.claim(new, record):
+            pass
+    assert not e.value.live and json.loads((new / outdir.RECORD).read_text()) == other
 
 
 def test_pack_npz(tmp_path):

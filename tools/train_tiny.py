@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from gtr.models.checkpoint import load_vae, save_safetensors  # noqa: E402
@@ -40,8 +41,27 @@ from gtr.models.mar import MAR  # noqa: E402
 from gtr.runtime.files import atomic_write_bytes  # noqa: E402
 from gtr.tiny import training as T  # noqa: E402
 from gtr.tiny.data import load_split  # noqa: E402
-from gtr.tiny.fit import condition_cache, evaluate, posterior_moments, train_head, train_mar, train_vae  # noqa: E402
+from gtr.tiny.fit import condition_cache, posterior_moments, train_head, train_mar, train_vae  # noqa: E402
 from gtr.tiny.model import ASSET_DIR, JSON_FILE, MAR_FILE, TINY_VAE, VAE_FILE, tiny_config  # noqa: E402
+
+
+def evaluate(model, vae, cfg: float, per_class: int, seed: int, plan_name: str = "mar-64", batch: int = 50,
+             log=print) -> dict:
+    """Class accuracy of `per_class` samples per digit under the shipped classifier."""
+    from gtr.eval.classifier import embed, load_classifier
+    from gtr.models.reference import sample_images
+    from gtr.plan import build_plan
+
+    plan = build_plan(plan_name, grid=model.config.grid, cfg=cfg)
+    labels = [c for c in range(model.config.num_classes) for _ in range(per_class)]
+    images, t0 = [], time.time()
+    for i in range(0, len(labels), batch):
+        images.append(sample_images(model, vae, plan, labels[i:i + batch], seed=seed + i // batch).images)
+    images = np.clip(np.concatenate(images), -1, 1)
+    logits, _ = embed(load_classifier(), images)
+    acc = float((logits.argmax(1) == np.array(labels)).mean())
+    log(f"{plan_name} cfg {cfg}: accuracy {acc:.3f} on {len(labels)} images ({time.time() - t0:.0f}s)")
+    return {"plan": plan_name, "cfg": cfg, "accuracy": acc, "n": len(labels), "seed": seed, "images": images}
 
 
 TRAINING_FLAGS = ("seed", "threads", "vae_steps", "vae_batch", "vae_lr", "kl_weight", "mar_steps", "mar_batch",

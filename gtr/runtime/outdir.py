@@ -2,10 +2,15 @@
 
 Files are named by (class, index) alone, so any worker that makes an image writes it to the same
 name. The run record (gtr-run.json) holds the settings that decide the pixels; a run with other
-settings is refused instead of mixing two runs in one folder. numpy + pillow only.
+settings is refused instead of mixing two runs in one folder. Claiming a folder is one step under a
+lock (`claim`), so two workers starting at once cannot both be accepted; a worker holds the folder
+shared while it runs, so a record whose run died before its first image (no image, nobody running)
+gives way to new settings. numpy + pillow only (flock: POSIX).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import zipfile
@@ -17,6 +22,8 @@ from PIL import Image
 from gtr.runtime.files import atomic_write, atomic_write_text
 
 RECORD = "gtr-run.json"
+LOCK = ".gtr-run.lock"  # serializes claims; the run itself holds the folder (flock, shared)
+IMAGE_GLOBS = ("class*.png", "uncond_*.png")
 
 
 def image_name(label: int | None, index: int) -> str:
@@ -38,17 +45,59 @@ def is_complete(path, size: int) -> bool:
         return False
 
 
-def check_record(folder, record: dict) -> list[str]:
-    """Write the run record into a new folder; in a used one, return the settings that differ."""
-    path = Path(folder) / RECORD
+class FolderTaken(Exception):
+    """The folder belongs to a run with other settings; `differ` names them, `live` says whether that
+    run is writing it now."""
+
+    def __init__(self, differ: list[str], live: bool):
+        super().__init__(", ".join(differ))
+        self.differ, self.live = differ, live
+
+
+def holds_images(folder) -> bool:
+    return any(next(Path(folder).glob(g), None) is not None for g in IMAGE_GLOBS)
+
+
+def _differ(path: Path, record: dict) -> list[str] | None:
+    """None when there is no record; else the settings that differ from `record` ([] = same run)."""
     try:
         old = json.loads(path.read_text())
     except FileNotFoundError:
-        atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
-        return []
+        return None
     except (OSError, ValueError):
         return [RECORD]  # unreadable: treat as another run's
+    if not isinstance(old, dict):
+        return [RECORD]
     return sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
+
+
+@contextlib.contextmanager
+def claim(folder, record: dict):
+    """Make `folder` this run's for the `with` block: create it and its record, or join a run with the
+    same settings. Raises FolderTaken when the folder holds another run's images, or another run with
+    other settings is writing it now. A record with no image and no live run is replaced."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / RECORD
+    held = os.open(folder, os.O_RDONLY)  # shared while this run writes
+    try:
+        with open(folder / LOCK, "a") as mutex:
+            fcntl.flock(mutex, fcntl.LOCK_EX)  # one claim at a time (released when the file closes)
+            differ = _differ(path, record)
+            if differ:
+                if holds_images(folder):
+                    raise FolderTaken(differ, live=False)
+                try:  # exclusive only if no other run holds the folder now
+                    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise FolderTaken(differ, live=True) from None
+                differ = None  # a run that died before its first image: its settings give way
+            if differ is None:
+                atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+            fcntl.flock(held, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(held)
 
 
 def pack_npz(paths, out, size: int) -> int:

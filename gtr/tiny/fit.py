@@ -1,6 +1,7 @@
 """The training loops of mar-tiny (tools/train_tiny.py runs them in order; the objective is in
 gtr.tiny.training): the KL VAE, the MAR stage on cached posterior moments, the head stage on frozen
-backbone conditions, and the class-accuracy check that picks the default CFG."""
+backbone conditions. The class-accuracy check that picks the default CFG stays in the script: it uses
+the digit classifier of gtr.eval, a higher layer."""
 from __future__ import annotations
 
 import time
@@ -176,22 +177,3 @@ def train_head(model, x0, z, steps: int, batch_rows: int, lr: float, seed: int, 
     net.load_state_dict(ema.state_dict())
     net.eval()
     return ema.state_dict(), {**avg.get(), "seconds": time.time() - t0}, init
-
-
-def evaluate(model, vae, cfg: float, per_class: int, seed: int, plan_name: str = "mar-64", batch: int = 50,
-             log=print) -> dict:
-    """Class accuracy of `per_class` samples per digit under the shipped classifier."""
-    from gtr.eval.classifier import embed, load_classifier
-    from gtr.models.reference import sample_images
-    from gtr.plan import build_plan
-
-    plan = build_plan(plan_name, grid=model.config.grid, cfg=cfg)
-    labels = [c for c in range(model.config.num_classes) for _ in range(per_class)]
-    images, t0 = [], time.time()
-    for i in range(0, len(labels), batch):
-        images.append(sample_images(model, vae, plan, labels[i:i + batch], seed=seed + i // batch).images)
-    images = np.clip(np.concatenate(images), -1, 1)
-    logits, _ = embed(load_classifier(), images)
-    acc = float((logits.argmax(1) == np.array(labels)).mean())
-    log(f"{plan_name} cfg {cfg}: accuracy {acc:.3f} on {len(labels)} images ({time.time() - t0:.0f}s)")
-    return {"plan": plan_name, "cfg": cfg, "accuracy": acc, "n": len(labels), "seed": seed, "images": images}
