@@ -19,6 +19,7 @@ from gtr.commands.export import export_cmd
 from gtr.commands.inspect import inspect_cmd
 from gtr.commands.plan import plan_cmd
 from gtr.commands.run import run_cmd
+from gtr.commands.serve import serve_cmd
 
 __all__ = ["main"]
 
@@ -32,5 +33,6 @@ def main():
     """
 
 
-for _cmd in (export_cmd, download_cmd, run_cmd, plan_cmd, inspect_cmd, check_cmd, eval_cmd, build_cmd, bench_cmd):
+for _cmd in (export_cmd, download_cmd, run_cmd, plan_cmd, inspect_cmd, check_cmd, eval_cmd, build_cmd, bench_cmd,
+             serve_cmd):
     main.add_command(_cmd)

@@ -5,6 +5,7 @@
     export      torch, onnx, safetensors: gtr-export, gtr-check, gtr.export
     eval        torch, scikit-learn, matplotlib: gtr-eval
     tensorrt    TensorRT, Polygraphy, cuda-python: gtr-build, --backend tensorrt
+    serve       FastAPI, uvicorn: gtr serve (with cpu or gpu)
 
 The cpu and gpu extras are alternatives because onnxruntime and onnxruntime-gpu install the same
 module: with both installed, whichever was installed last owns the files.
@@ -24,6 +25,7 @@ EXTRAS = {
     "export": ("torch", "onnx", "safetensors"),
     "eval": ("torch", "safetensors", "sklearn", "matplotlib"),
     "tensorrt": ("tensorrt", "polygraphy"),
+    "serve": ("fastapi", "uvicorn"),
 }
 _PIP_NAMES = {"sklearn": "scikit-learn"}
 
