@@ -172,3 +172,74 @@ def test_runtime_needs_no_torch(bundles, plans, tmp_path):
     """)
     same = sample(OnnxComponents(bundles["fp32"], threads=1), plans[0], LABELS, 0, **KW)
     assert np.array_equal(np.load(out), same.tokens)
+
+
+@pytest.mark.parametrize("cfg", [True, False])
+def test_io_binding_keeps_every_bound_value_alive(bundles, cfg, monkeypatch):
+    """Issue 20 item 1: on CUDA an OrtValue owns its device copy, so every value the head loop binds must
+    stay alive for the whole loop. Each OrtValue made is tracked; at every run_with_iobinding, all of
+    them must still exist (a loop that keeps only the pointer binds freed memory)."""
+    import gc
+    import weakref
+
+    import onnxruntime as ort
+
+    made, alive_at_runs = [], []
+    real_from_numpy = ort.OrtValue.ortvalue_from_numpy
+    real_run = ort.InferenceSession.run_with_iobinding
+
+    class Tracked:  # an OrtValue stand-in that can be weakly referenced (pybind objects cannot)
+        def __init__(self, value):
+            self._value = value
+            made.append(weakref.ref(self))
+
+        def __getattr__(self, name):
+            return getattr(self._value, name)
+
+    def from_numpy(*args, **kwargs):
+        return Tracked(real_from_numpy(*args, **kwargs))
+
+    def run_with_iobinding(self, *args, **kwargs):
+        gc.collect()
+        alive_at_runs.append(sum(ref() is not None for ref in made) == len(made))
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(ort.OrtValue, "ortvalue_from_numpy", staticmethod(from_numpy))
+    monkeypatch.setattr(ort.InferenceSession, "run_with_iobinding", run_with_iobinding)
+    comps = OnnxComponents(bundles["fp32"], threads=1)
+    rng = np.random.default_rng(1)
+    R = 5
+    z = rng.standard_normal(((2 if cfg else 1) * R, 32)).astype(np.float32)
+    x = rng.standard_normal((R, 4)).astype(np.float32)
+    noise = [rng.standard_normal((9, R, 4)).astype(np.float32)]
+    run_head(comps, x, z, head_calls((10,), (R,), 1.0), 2.0, noise, 4)
+    assert len(made) >= 7 and len(alive_at_runs) == 10
+    assert all(alive_at_runs)
+
+
+def test_components_close(bundles, plans):
+    """Issue 20 item 7: close() frees the sessions and the row threads, twice is harmless, and a closed
+    object still samples (sessions are made again)."""
+    comps = OnnxComponents(bundles["fp32"], threads=2)
+    first = sample(comps, plans[0], [1], 0, **KW).tokens
+    pool = comps._pool
+    assert comps._sessions and pool is not None
+    comps.close()
+    comps.close()
+    assert comps._sessions == {} and comps._pool is None and pool._shutdown
+    np.testing.assert_allclose(sample(comps, plans[0], [1], 0, **KW).tokens, first, rtol=0, atol=1e-5)
+    with OnnxComponents(bundles["fp32"], threads=1) as c:
+        c.prepare(plans[0])
+        assert c._sessions
+    assert c._sessions == {}
+
+
+def test_nocfg_on_cfg_graph_is_one_helper():
+    """The CFG graph with duplicated z and weight 1 (the one copy both backends use)."""
+    from gtr.runtime.head_inputs import head_graph, nocfg_on_cfg_graph
+    z = np.arange(6, dtype=np.float32).reshape(3, 2)
+    zz, w = nocfg_on_cfg_graph(z)
+    assert zz.shape == (6, 2) and w == 1.0 and (zz[:3] == z).all() and (zz[3:] == z).all()
+    assert head_graph({"head"}.__contains__, False) == "head"
+    assert head_graph({"head", "head_nocfg"}.__contains__, False) == "head_nocfg"
+    assert head_graph({"head_nocfg"}.__contains__, True) is None

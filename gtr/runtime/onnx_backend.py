@@ -34,6 +34,7 @@ import numpy as np
 import onnxruntime as ort
 
 from gtr.runtime.bundle import Bundle, BundleError, read_bundle
+from gtr.runtime.head_inputs import head_graph, nocfg_on_cfg_graph
 from gtr.runtime.sampler import call_arrays, row_shards
 
 CUDA = "CUDAExecutionProvider"
@@ -160,13 +161,11 @@ class OnnxComponents:
             self.session("vae_decoder")
 
     def _head_name(self, cfg: bool) -> str:
-        if cfg:
-            if not self.has_graph("head"):
-                raise BundleError(f"{self.bundle.path}: this bundle was exported without CFG (no 'head' graph); "
-                                  f"re-export with --cfg to use guidance")
-            return "head"
-        # Without the no-CFG graph, the CFG graph with duplicated z and weight 1 computes the same step.
-        return "head_nocfg" if self.has_graph("head_nocfg") else "head"
+        name = head_graph(self.has_graph, cfg)
+        if name is None:
+            raise BundleError(f"{self.bundle.path}: this bundle was exported without CFG (no 'head' graph); "
+                              f"re-export with --cfg to use guidance")
+        return name
 
     # ---- components
 
@@ -186,7 +185,8 @@ class OnnxComponents:
         cfg = z.shape[0] == 2 * r
         name = self._head_name(cfg)
         if name == "head" and not cfg:
-            z, cfg_weight = np.concatenate([z, z]), np.ones((r, 1), np.float32)
+            z, w = nocfg_on_cfg_graph(z)
+            cfg_weight = np.full((r, 1), w, np.float32)
         s = self.session(name)
         feeds = {"x": x, "t": t, "z": z, "coef": coef, "cfg_weight": cfg_weight, "noise": noise}
         return s.run(None, {k: feeds[k] for k in self._inputs[name]})[0]
@@ -205,7 +205,7 @@ class OnnxComponents:
         cfg = z.shape[0] == 2 * R
         name = self._head_name(cfg)
         if name == "head" and not cfg:
-            z, cfg_weight, cfg = np.concatenate([z, z]), 1.0, True
+            (z, cfg_weight), cfg = nocfg_on_cfg_graph(z), True
         self.session(name)
         rows, t_all, coef_all, noise_all = call_arrays(calls, step_noise, R, c)
         z_c, z_u = z[:R], (z[R:] if cfg else None)
@@ -242,12 +242,15 @@ class OnnxComponents:
         z_of = {r: np.ascontiguousarray(z_c[:r] if z_u is None else np.concatenate([z_c[:r], z_u[:r]]), np.float32)
                 for r in sorted(set(int(r) for r in rows))}
 
-        keep = []  # on CPU an OrtValue wraps the numpy memory: keep the arrays alive until the loop ends
+        # Every bound value stays referenced until the loop ends: on CUDA the OrtValue owns the device
+        # copy (ortvalue_from_numpy copies), on the CPU it wraps the numpy array, which must live too.
+        keep = []
 
         def put(a):
             a = np.ascontiguousarray(a)
-            keep.append(a)
-            return ort.OrtValue.ortvalue_from_numpy(a, dev, 0)
+            v = ort.OrtValue.ortvalue_from_numpy(a, dev, 0)
+            keep.append((a, v))
+            return v
 
         t_ptr, coef_ptr, noise_ptr, w_ptr = (put(a).data_ptr() for a in (t_blk, coef_blk, noise_blk, w))
         z_ptr = {r: put(a).data_ptr() for r, a in z_of.items()}
@@ -275,6 +278,30 @@ class OnnxComponents:
             sess.run_with_iobinding(io)
             src, dst = dst, src
         return src.numpy().copy()
+
+    # ---- lifetime
+
+    def close(self) -> None:
+        """Free the sessions (their weights and, on CUDA, device memory) and the row threads; idempotent.
+        Later calls make sessions again."""
+        self._sessions.clear()
+        self._inputs.clear()
+        pool, self._pool = getattr(self, "_pool", None), None
+        if pool is not None:
+            pool.shutdown(wait=False)
+        self.shards = {name: 1 for name in getattr(self, "shards", {})}  # without the pool: one call per graph
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - at interpreter exit, modules may already be gone
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     # ---- display
 

@@ -1,0 +1,23 @@
+"""Which head graph runs a step, and its inputs when a step without CFG runs on the CFG graph. numpy only.
+
+A bundle exported with --cfg may lack the no-CFG head graph. The CFG graph computes
+eps = eps_uncond + w * (eps_cond - eps_uncond); with the same z in both halves and w = 1 that is the
+conditional step exactly, so one graph serves both. Every backend (and the calibration recorder) must
+feed that case the same way: this module is the one copy of it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def head_graph(has_graph, cfg: bool) -> str | None:
+    """The head graph for a step with or without CFG: "head" / "head_nocfg", or None when a CFG step
+    has no CFG graph (the caller says so in its own error type)."""
+    if cfg:
+        return "head" if has_graph("head") else None
+    return "head_nocfg" if has_graph("head_nocfg") else "head"
+
+
+def nocfg_on_cfg_graph(z: np.ndarray) -> tuple[np.ndarray, float]:
+    """z [r,D] of a step without CFG as the CFG graph takes it: ([z; z] [2r,D], cfg weight 1.0)."""
+    return np.concatenate([z, z]), 1.0
