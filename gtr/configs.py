@@ -7,9 +7,37 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from gtr.errors import ConfigError  # noqa: F401  (re-exported: defined with the other error types)
+
+
+def _value_ok(kind: str, v) -> bool:
+    if kind == "int":
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    if kind == "float":
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if kind == "str":
+        return isinstance(v, str) and v != ""
+    if kind.startswith("tuple"):
+        return isinstance(v, (list, tuple)) and len(v) > 0 and all(_value_ok("int", x) for x in v)
+    return isinstance(v, dict)  # a nested config, checked by its own from_dict
+
+
+def _checked(cls, d, what: str) -> dict:
+    """A copy of `d` whose keys are fields of `cls` and whose values have the fields' types (a bundle's
+    manifest or a JSON file is data from outside: ValueError naming the first bad field)."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{what} config must be a mapping, got {type(d).__name__}")
+    fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown {what} config fields: {unknown}")
+    for name, value in d.items():
+        if not _value_ok(fields[name], value):
+            raise ValueError(f"{what} config field {name!r} must be {fields[name]}, got {value!r}")
+    return dict(d)
 
 
 @dataclass(frozen=True)
@@ -33,7 +61,7 @@ class VAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "VAEConfig":
-        d = dict(d)
+        d = _checked(cls, d, "VAE")
         d["ch_mult"] = tuple(d["ch_mult"])
         return cls(**d)
 
@@ -90,12 +118,8 @@ class MARConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "MARConfig":
-        d = dict(d)
+        d = _checked(cls, d, "MAR")
         d["vae"] = VAEConfig.from_dict(d.get("vae", {}))
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown MAR config fields: {sorted(unknown)}")
         return cls(**d)
 
 

@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from gtr.errors import DownloadError  # noqa: F401  (re-exported: defined with the other error types)
+from gtr.errors import DownloadError, PathError  # noqa: F401  (DownloadError: re-exported)
 
 # name -> (path under $GTR_HOME, official URL: the links the MAR repository publishes; dl=1 makes
 # Dropbox send the file itself instead of its preview page).
@@ -61,6 +61,8 @@ def downloads(models, home, mirror: str | None = None) -> list[Download]:
     """The files for these models (each MAR model brings kl16), from the official URLs or from
     mirror (default: $GTR_MIRROR) + the file's path under home."""
     mirror = os.environ.get(MIRROR_ENV) if mirror is None else mirror
+    if mirror and not re.match(r"https?://[^/]", mirror):
+        raise DownloadError(f"{MIRROR_ENV}={mirror!r} is not an http(s) URL (e.g. http://mirror.local/gtr)")
     names: list[str] = []
     for model in models:
         if model not in OFFICIAL:
@@ -97,7 +99,15 @@ def fetch(d: Download, progress: bool = True) -> str:
             raise DownloadError(f"{d.dest}: sha256 differs from the one recorded when it was downloaded (the file "
                                 f"is damaged); delete it and download it again")
         return "present, sha256 verified"
-    d.dest.parent.mkdir(parents=True, exist_ok=True)
+    from gtr.runtime.files import check_writable
+    try:
+        check_writable(d.dest.parent, folder=True)
+        d.dest.parent.mkdir(parents=True, exist_ok=True)
+    except PathError as e:
+        raise PathError(f"{e}; set GTR_HOME to a folder you can write") from None
+    except OSError as e:
+        raise PathError(f"{d.dest.parent}: cannot create it ({e.strerror or e}); set GTR_HOME to a folder "
+                        f"you can write") from None
     with _folder_lock(d):
         if d.dest.is_file():  # another process finished it while we waited for nothing: verify instead
             return fetch(d, progress)

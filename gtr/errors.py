@@ -83,3 +83,7 @@ def first_line(e: BaseException) -> str:
 
 class RequestError(PipelineError, ValueError):
     """A value of a request that the model or the bundle cannot take (a class out of range)."""
+
+
+class PathError(GtrError):
+    """An output path or folder that cannot be written (a file where a folder must be, no permission)."""

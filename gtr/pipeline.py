@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +29,33 @@ from gtr.runtime.backends import stderr_line
 from gtr.runtime.bundle import Bundle, read_bundle
 from gtr.runtime.images import save_png, to_uint8
 
+MAX_IN_MEMORY = 10_000  # images generate() returns at once; longer runs go to a folder (save)
+
+
+class RunPaths(Sequence):
+    """Every image path of a run (all shards), class-major, computed on demand: a run's list of paths
+    is never held in memory."""
+
+    def __init__(self, folder, labels, num_images: int):
+        self.folder, self.labels, self.num_images = Path(folder), list(labels), int(num_images)
+
+    def __len__(self):
+        return len(self.labels) * self.num_images
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        if not -len(self) <= k < len(self):
+            raise IndexError(k)
+        label, index = divmod(k % len(self), self.num_images)
+        return self.folder / outdir.image_name(self.labels[label], index)
+
+
 @dataclass
 class SaveResult:
     written: int                 # PNGs written by this call
     skipped: int                 # PNGs of this shard already there (complete), left untouched
-    paths: list[Path] = field(default_factory=list)  # every image of the run (all shards), class-major
+    paths: Sequence = ()         # every image of the run (all shards), class-major (RunPaths)
     seconds: float = 0.0
 
 
@@ -142,6 +165,9 @@ class Pipeline:
                  progress: bool = True) -> np.ndarray:
         """Like calling the pipeline, but returns uint8 pixels [N, H, W, 3]."""
         labels, num_images, batch, plan_obj = self._request(classes, num_images, batch, plan, cfg, temperature)
+        if len(labels) * num_images > MAX_IN_MEMORY:
+            raise PipelineError(f"{len(labels) * num_images:,} images do not fit in memory at once (at most "
+                                f"{MAX_IN_MEMORY:,}); write them to a folder with save() (gtr-run --outdir)")
         todo = shards.chunks(labels, num_images, batch)
         with self._bar(len(labels) * num_images, plan_obj.name, progress) as bar:
             return np.concatenate([self._sample(plan_obj, c, seed, bar) for c in todo])
@@ -188,10 +214,11 @@ class Pipeline:
         def path(label, i):
             return folder / outdir.image_name(label, i)
 
-        mine = shards.shard(shards.chunks(labels, num_images, batch), index, count)
+        mine = shards.shard(labels, num_images, batch, index, count)
         written = skipped = 0
         t0 = time.perf_counter()
-        with self._bar(sum(c.count for c in mine), f"{plan_obj.name} {index}/{count}", progress) as bar:
+        total = shards.shard_images(labels, num_images, batch, index, count)
+        with self._bar(total, f"{plan_obj.name} {index}/{count}", progress) as bar:
             for chunk in mine:
                 missing = [i for i in chunk.indices if not outdir.is_complete(path(chunk.label, i), size)]
                 if not missing:
@@ -203,8 +230,7 @@ class Pipeline:
                     save_png(pixels[i - chunk.start], path(chunk.label, i))
                 written += len(missing)
                 skipped += chunk.count - len(missing)
-        paths = [path(label, i) for label in labels for i in range(num_images)]
-        return SaveResult(written, skipped, paths, time.perf_counter() - t0)
+        return SaveResult(written, skipped, RunPaths(folder, labels, num_images), time.perf_counter() - t0)
 
     def fingerprint(self) -> str:
         """The bundle's identity for run records: a digest of its members' sha256s. TensorRT engines are

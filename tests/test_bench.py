@@ -38,7 +38,7 @@ def test_bench_tiny_model(tmp_path, one_torch_thread):
         split = row["split_s_per_image"]
         assert set(split) == {"backbone", "head", "decode", "loop"}
         assert split["backbone"] > 0 and split["head"] > 0 and split["decode"] > 0
-        assert sum(split.values()) == pytest.approx(row["s_per_image"], rel=0.2)  # medians of parts vs of totals
+        assert sum(split.values()) == pytest.approx(row["s_per_image"], rel=1e-9)  # the split of the median round
         assert row["images_per_s"] == pytest.approx(1 / row["s_per_image"])
         assert len(row["round_s"]) == 2 and row["rounds"] == 2
         assert row["gflop_per_image"]["head"] > 0 and row["gflops"]["head"] > 0

@@ -11,8 +11,8 @@ from gtr.runtime.shards import Chunk
 
 
 def test_chunks_are_per_class_blocks_of_batch():
-    assert shards.chunks([1, 2], num_images=6, batch=4) == [Chunk(1, 0, 4), Chunk(1, 4, 2), Chunk(2, 0, 4), Chunk(2, 4, 2)]
-    assert shards.chunks([None], num_images=2, batch=8) == [Chunk(None, 0, 2)]
+    assert list(shards.chunks([1, 2], num_images=6, batch=4)) == [Chunk(1, 0, 4), Chunk(1, 4, 2), Chunk(2, 0, 4), Chunk(2, 4, 2)]
+    assert list(shards.chunks([None], num_images=2, batch=8)) == [Chunk(None, 0, 2)]
     assert list(Chunk(3, 4, 2).indices) == [4, 5]
 
 
@@ -30,14 +30,23 @@ def test_image_seed_depends_on_seed_class_and_index_only():
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 40])
 def test_shards_are_disjoint_and_cover_the_run(n):
-    run = shards.chunks(list(range(10)) + [None], num_images=5, batch=2)
-    parts = [shards.shard(run, i, n) for i in range(n)]
+    labels = list(range(10)) + [None]
+    run = list(shards.chunks(labels, num_images=5, batch=2))
+    parts = [list(shards.shard(labels, 5, 2, i, n)) for i in range(n)]
     flat = [c for p in parts for c in p]
     assert sorted(flat, key=repr) == sorted(run, key=repr) and len(flat) == len(run)
     assert max(map(len, parts)) - min(map(len, parts)) <= 1  # balanced
+    assert [shards.shard_images(labels, 5, 2, i, n) for i in range(n)] == [sum(c.count for c in p) for p in parts]
     # the class order given does not change which shard makes a chunk
-    reordered = shards.chunks([None] + list(range(9, -1, -1)), num_images=5, batch=2)
-    assert [shards.shard(reordered, i, n) for i in range(n)] == parts
+    reordered = [None] + list(range(9, -1, -1))
+    assert [list(shards.shard(reordered, 5, 2, i, n)) for i in range(n)] == parts
+
+
+def test_a_huge_run_is_lazy():
+    """10^12 images: the chunks are made as they are needed, and a shard's size is arithmetic."""
+    first = next(iter(shards.shard([3, 1], 10**12, 7, 1, 4)))
+    assert first == Chunk(1, 7, 7)
+    assert shards.shard_images([3, 1], 10**12, 7, 0, 1) == 2 * 10**12
 
 
 def test_parse_shard():

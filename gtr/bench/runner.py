@@ -1,8 +1,9 @@
 """gtr-bench's measurement: every (backend, precision, plan) side by side, interleaved rounds, a batch sweep.
 
 Each round runs every entry once, in turn, at one batch size, with the round's seed (the same work on
-every backend); an entry's figure is its median over the rounds, so a load spike on a shared machine
-hits all entries alike instead of one. FLOPs per image come from the plan's cost model
+every backend); an entry's figures are those of its median round (by total time; the lower one of two
+middle rounds), so a load spike on a shared machine hits all entries alike instead of one, and the time
+split adds up to the total reported. FLOPs per image come from the plan's cost model
 (gtr.plan.cost: the computation as the official code does it), so GFLOP/s compare like with like
 across backends.
 """
@@ -67,7 +68,8 @@ def summarize(entries: list[Entry], config, probe: dict, baseline: Entry | None)
         cost = plan_cost(e.plan, config)
         gflop = {"backbone": cost.backbone_flops / 1e9, "head": cost.head_flops / 1e9}
         for batch, runs in e.times.items():
-            per_image = {p: statistics.median(r[p] for r in runs) / batch for p in ("total", *PARTS)}
+            median_round = sorted(runs, key=lambda r: r["total"])[(len(runs) - 1) // 2]
+            per_image = {p: median_round[p] / batch for p in ("total", *PARTS)}
             rate = {k: gflop[k] / per_image[k] if per_image[k] > 0 else None for k in gflop}
             total_rate = (gflop["backbone"] + gflop["head"]) / (per_image["total"] - per_image["decode"])
             row = {"backend": e.backend, "precision": e.precision, "plan": e.plan.name, "batch": batch,

@@ -9,6 +9,7 @@ import click
 
 from gtr.commands.errors import friendly_errors
 from gtr.runtime.backends import BACKENDS
+from gtr.runtime.cpus import usable_cpus
 
 # The bundle backends and the PyTorch reference on the same weights.
 BENCH_BACKENDS = (BACKENDS[0], "torch", *BACKENDS[1:])
@@ -50,7 +51,7 @@ def _batches(ctx, param, value):
                    "figures are medians over the rounds.")
 @click.option("--warmup", type=click.IntRange(0), default=1, show_default=True,
               help="Untimed runs per entry before each batch size's rounds.")
-@click.option("--threads", type=click.IntRange(1), default=os.cpu_count(), show_default=True,
+@click.option("--threads", type=click.IntRange(1), default=usable_cpus(), show_default="the CPUs this process may use",
               help="CPU threads for every backend (onnxruntime sessions, torch) and the matmul probe.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where onnxruntime and torch run.")
@@ -80,25 +81,24 @@ def bench_cmd(bundles, model, checkpoint, vae, random_weights, precisions, plan_
       gtr-bench --model mar-b --random-weights --precision fp32 --precision int8 --plan gtr --plan mar-64
       gtr-bench mar-tiny-fp32.plan --backend onnxruntime --batch 1,8
     """
-    from gtr.bench.official import OfficialError
     from gtr.bench.session import BenchSession
     if bool(model) == bool(bundles):
         raise click.UsageError("give either BUNDLE paths or --model")
     if not model and (checkpoint or vae or random_weights or precisions):
         raise click.UsageError("--checkpoint, --vae, --random-weights and --precision go with --model")
+    from gtr.runtime.files import check_writable
+    check_writable(outdir, folder=True)  # before minutes of timing
     with tempfile.TemporaryDirectory(prefix="gtr-bench-") as tmp:
         session = BenchSession(threads=threads, device=device, decode=not tokens_only, echo=click.echo)
-        try:
-            if model:
-                session.export(model, tmp, precisions or ("fp32",), plan_names or ("gtr", "mar-64"), checkpoint, vae,
-                               random_weights, cfg)
-            else:
-                session.open_bundles(bundles, plan_names, cfg)
-            session.add_entries(backends or None, official)
-        except OfficialError as e:
-            raise click.ClickException(str(e)) from None
+        if model:
+            session.export(model, tmp, precisions or ("fp32",), plan_names or ("gtr", "mar-64"), checkpoint, vae,
+                           random_weights, cfg)
+        else:
+            session.open_bundles(bundles, plan_names, cfg)
+        session.add_entries(backends or None, official)
         record = session.run(batches, rounds, warmup, list(classes) or [207], seed)
     record["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                         "usable_cpus": usable_cpus(),
                          "python": platform.python_version()}
     os.makedirs(outdir, exist_ok=True)
     session.write(record, outdir)

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 
+import time
+
 import click
 
 from gtr.commands.errors import friendly_errors
+from gtr.commands.threads import threads_option
 from gtr.configs import check_classes
 
 
@@ -17,8 +20,9 @@ from gtr.configs import check_classes
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True,
               help="tensorrt: compare the bundle's TensorRT engines with onnxruntime and the reference (Polygraphy).")
+@threads_option
 @friendly_errors
-def check_cmd(bundle, checkpoint, vae, plan_name, classes, seed, backend):
+def check_cmd(bundle, checkpoint, vae, plan_name, classes, seed, backend, threads):
     """Run the bundle and the PyTorch reference on the same seed and compare (needs torch).
 
     Prints the max token error (relative to the token scale), the image PSNR, and pass/fail against the
@@ -37,12 +41,14 @@ def check_cmd(bundle, checkpoint, vae, plan_name, classes, seed, backend):
 
     b = read_bundle(bundle)
     m, config = b.manifest, b.config
+    t0 = time.perf_counter()
+    click.echo(f"building the PyTorch reference of {config.name} (once) ...", err=True)
     mar, vae_model, _ = bundle_models(m, config, checkpoint, vae)
     labels = list(classes) or [c % config.num_classes for c in (0, 1)]
     check_classes(labels, config.num_classes)
     plans = b.plans()
     names = [plan_name] if plan_name else list(plans)
-    ort_comps, torch_comps = OnnxComponents(b), TorchComponents(mar, vae_model)
+    ort_comps, torch_comps = OnnxComponents(b, threads=threads), TorchComponents(mar, vae_model)
     if backend == "tensorrt":  # engines vs onnxruntime and torch, with Polygraphy's comparator
         from gtr.engines.check import compare_backends
         from gtr.runtime.backends import make_components
@@ -56,7 +62,9 @@ def check_cmd(bundle, checkpoint, vae, plan_name, classes, seed, backend):
     for name in names:
         plan = b.plan(name)
         kw = dict(token_dim=config.token_dim, num_classes=config.num_classes)
+        click.echo(f"{name}: sampling {len(labels)} image(s) on ONNX Runtime ({time.perf_counter() - t0:.0f} s)", err=True)
         got = sample(ort_comps, plan, labels, seed, **kw)
+        click.echo(f"{name}: sampling the same on the PyTorch reference ({time.perf_counter() - t0:.0f} s)", err=True)
         ref = sample(torch_comps, plan, labels, seed, **kw)
         token_err, psnr = token_error(got.tokens, ref.tokens), image_psnr(got.images, ref.images)
         ok = sample_passes(m["precision"], psnr, token_err)

@@ -4,6 +4,14 @@ Expected failures are the project's own errors (gtr.errors.GtrError: bad input, 
 file, a missing install) and OS errors about a path the user gave: one line on stderr, exit status 1.
 Anything else is a bug in gtr: one line that says so and names the file
 holding the full traceback (exit status 70), or, with --debug or GTR_DEBUG=1, the traceback itself.
+
+Exit statuses, the same for every command:
+    0    done
+    1    an expected failure (GtrError, an OS error on a path the user gave)
+    2    a bad option or argument (click's usage errors; found before any work starts)
+    70   a bug in gtr (EX_SOFTWARE)
+    130  interrupted (Ctrl-C); 143 terminated (SIGTERM): temp files are removed on the way out
+    141  the reader of the output went away (`gtr-inspect B | head -1`): the command stops quietly
 """
 from __future__ import annotations
 
@@ -20,8 +28,31 @@ from gtr.errors import GtrError, first_line
 DEBUG_ENV = "GTR_DEBUG"
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE (sysexits.h): tells scripts "bug", not "bad input"
 
+INTERRUPTED_EXIT, TERMINATED_EXIT, CLOSED_PIPE_EXIT = 130, 143, 141  # 128 + SIGINT, SIGTERM, SIGPIPE
+
+
 class InternalError(click.ClickException):
     exit_code = INTERNAL_ERROR_EXIT
+
+
+class Interrupted(click.ClickException):
+    exit_code = INTERRUPTED_EXIT
+
+
+def _terminate(signum, frame):
+    # SIGTERM (a scheduler's preemption, `kill`) unwinds like Ctrl-C, so finally blocks remove temp files
+    raise SystemExit(TERMINATED_EXIT)
+
+
+def _closed_pipe() -> None:
+    # The reader of our output is gone (`| head -1`): stop quietly. stdout is pointed at /dev/null so the
+    # interpreter's final flush does not fail again on the closed pipe.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    raise SystemExit(CLOSED_PIPE_EXIT)
 
 
 def _user_os_error(e: BaseException, args: dict) -> bool:
@@ -78,12 +109,18 @@ def friendly_errors(fn):
     """
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import signal
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminate)
         try:
             return fn(*args, **kwargs)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except KeyboardInterrupt:
-            raise click.ClickException("interrupted") from None
+            raise Interrupted("interrupted") from None
+        except BrokenPipeError:
+            _closed_pipe()
         except Exception as e:  # noqa: BLE001 - sorted into expected failures and bugs below
             if _debug():
                 raise

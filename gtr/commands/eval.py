@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from gtr.commands.errors import friendly_errors
+from gtr.commands.threads import threads_option
 from gtr.commands.plan_options import plan_options
 from gtr.configs import get_config
 from gtr.plan.options import PLAN_OPTION_NAMES, make_plans
@@ -24,11 +25,12 @@ from gtr.plan.options import PLAN_OPTION_NAMES, make_plans
 @plan_options
 @click.option("--per-class", type=int, default=20, show_default=True, help="Images per class.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch", type=int, default=10, show_default=True, help="Images per sampling call.")
+@click.option("--batch", type=click.IntRange(1), default=10, show_default=True, help="Images per sampling call.")
 @click.option("--outdir", type=click.Path(file_okay=False), default="eval-out", show_default=True,
               help="Where results.json, grid-<plan>.png and quality_vs_cost.png go.")
+@threads_option
 @friendly_errors
-def eval_cmd(bundle, model, checkpoint, vae, plans, suite, per_class, seed, batch, outdir, **options):
+def eval_cmd(bundle, model, checkpoint, vae, plans, suite, per_class, seed, batch, outdir, threads, **options):
     """Measure sample quality against cost for one or more plans (digit models: mar-tiny).
 
     Reports class accuracy under the shipped digit classifier, the Frechet distance of its features to
@@ -46,8 +48,10 @@ def eval_cmd(bundle, model, checkpoint, vae, plans, suite, per_class, seed, batc
     require("gtr-eval" + (" --bundle" if bundle else ""), "eval", *(("runtime",) if bundle else ()))
     from gtr.eval.report import format_table, quality_cost_plot, write_json
     from gtr.eval.run import evaluate_plans
-    if per_class < 2 or batch < 1:
-        raise click.BadParameter("--per-class must be >= 2 and --batch >= 1")
+    from gtr.runtime.files import check_writable
+    check_writable(outdir, folder=True)  # before minutes of sampling
+    if per_class < 2:
+        raise click.BadParameter("--per-class must be >= 2", param_hint="--per-class")
     if suite and plans:
         raise click.BadParameter("use either --suite or --plan, not both")
     families = {}
@@ -61,7 +65,7 @@ def eval_cmd(bundle, model, checkpoint, vae, plans, suite, per_class, seed, batc
         else:
             plan_objs = [b.plan(name, options.get("cfg"), options.get("temperature"))
                          for name in (plans or list(b.plans()))]
-        comps, backend = OnnxComponents(b), f"bundle {bundle}"
+        comps, backend = OnnxComponents(b, threads=threads), f"bundle {bundle}"
     else:
         from gtr.export.weights import build_models
         from gtr.models.reference import TorchComponents

@@ -47,6 +47,8 @@ def export_cmd(model, precision, checkpoint, weights, vae, random_weights, plans
       gtr-export --model mar-b --download                 # fetch the official weights first
       gtr-export --model mar-tiny --precision int8 --calib-classes 0-9 --calib-seeds 2
     """
+    if random_weights and (checkpoint or vae):
+        raise click.BadParameter("--random-weights exports untrained weights: give it or --checkpoint/--vae, not both")
     from gtr.extras import require
     require("gtr-export", "export", "runtime")  # before anything is fetched or written
     from gtr.export.api import export  # the same code path as gtr.export(...) in Python

@@ -45,6 +45,9 @@ def plan_show_cmd(plan, model, grid, json_out, name, **options):
       gtr-plan show mar-64 --model mar-h
       gtr-plan show gtr --gtr-steps 6,8,2 --t-rec 10 --json my-plan.json
     """
+    if json_out:
+        from gtr.runtime.files import check_writable
+        check_writable(json_out)
     if model is not None:
         config = get_config(model)
     else:

@@ -6,8 +6,12 @@ import time
 import click
 
 from gtr.commands.errors import friendly_errors
+from gtr.commands.threads import threads_option
 from gtr.runtime.backends import BACKENDS
 from gtr.runtime.providers import DEVICES
+
+
+MAX_GRID = 4096  # images in one grid PNG (held in memory while it is drawn)
 
 
 def _shard(ctx, param, value):
@@ -24,13 +28,14 @@ def _shard(ctx, param, value):
 @click.argument("bundle", type=click.Path(dir_okay=False))
 @click.option("--class", "-c", "classes", type=int, multiple=True, help="Class id to generate (repeatable). None: unconditional.")
 @click.option("--all-classes", is_flag=True, help="Every class of the model (ImageNet: 0..999), e.g. for FID runs.")
-@click.option("--num-images", "-n", type=int, default=1, show_default=True, help="Images per class.")
+@click.option("--num-images", "-n", type=click.IntRange(1), default=1, show_default=True, help="Images per class.")
 @click.option("--seed", "-s", type=int, default=0, show_default=True,
-              help="Run seed; each sampling call's seed is derived from it, the class and the first image index.")
+              help="Run seed; each image's noise is seeded from it, its class and its index.")
 @click.option("--plan", "plan_name", help="Which of the bundle's plans to run (default: the first).")
 @click.option("--cfg", type=float, help="Override the plan's CFG scale (1 = no guidance).")
 @click.option("--temperature", type=float, help="Override the plan's diffusion temperature.")
-@click.option("--batch", type=int, help="Images per sampling call (default: the bundle's export batch).")
+@click.option("--batch", type=click.IntRange(1), help="Images per sampling call (default: the bundle's export batch); "
+                                                     "changes only speed.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output PNG (one image, or the grid with --grid).")
 @click.option("--outdir", type=click.Path(file_okay=False),
               help="Write one PNG per image into this folder (class0088_00012.png); images already there are kept (resume).")
@@ -46,14 +51,15 @@ def _shard(ctx, param, value):
                    "else onnxruntime.")
 @click.option("--rebuild", is_flag=True,
               help="Build the TensorRT engines this machine lacks into the bundle first (as gtr-build BUNDLE).")
+@threads_option
 @friendly_errors
 def run_cmd(bundle, classes, all_classes, num_images, seed, plan_name, cfg, temperature, batch, output, outdir, shard,
-            npz, as_grid, device, backend, rebuild):
+            npz, as_grid, device, backend, rebuild, threads):
     """Generate images from a .plan bundle (numpy + onnxruntime; no PyTorch needed).
 
-    An image depends on (--seed, class, index, --batch, -n) only: with --outdir, runs resume (files that
-    exist and decode are skipped) and --shard I/N splits a run over N workers that together write the
-    same files, byte for byte, as one unsharded run.
+    An image depends on (--seed, class, index) only: with --outdir, runs resume (files that exist and
+    decode are skipped) and --shard I/N splits a run over N workers that together write the same
+    files, byte for byte, as one unsharded run, whatever each worker's --threads or core count.
 
     \b
     Examples:
@@ -74,14 +80,23 @@ def run_cmd(bundle, classes, all_classes, num_images, seed, plan_name, cfg, temp
         raise click.BadParameter("--shard and --npz work with --outdir")
     if shard and npz:
         raise click.BadParameter("--npz packs the whole run: run it once after the shards, without --shard")
+    if as_grid and outdir:
+        raise click.BadParameter("--grid writes one PNG with -o; --outdir writes one PNG per image: give one")
     if output is None and outdir is None:
         output = "out.png"
+    from gtr.runtime.files import check_writable
+    for path, folder in ((output, False), (outdir, True), (npz, False)):  # before any work is done
+        if path:
+            check_writable(path, folder=folder)
     try:
-        pipe = Pipeline(bundle, device=device, backend=backend, rebuild=rebuild)  # the code path of gtr.load(...)
+        pipe = Pipeline(bundle, device=device, backend=backend, rebuild=rebuild, threads=threads)  # = gtr.load(...)
         classes = tuple(range(pipe.config.num_classes)) if all_classes else classes
-        if output and max(len(classes), 1) * num_images > 1 and not as_grid:
-            raise click.BadParameter(f"{max(len(classes), 1) * num_images} images: use --grid for one PNG, "
-                                     f"or --outdir for one file each")
+        total = max(len(classes), 1) * num_images
+        if output and total > 1 and not as_grid:
+            raise click.BadParameter(f"{total} images: use --grid for one PNG, or --outdir for one file each")
+        if output and total > MAX_GRID:
+            raise click.BadParameter(f"a grid of {total:,} images is too big for one PNG (at most {MAX_GRID:,}); "
+                                     f"use --outdir for one file each")
         request = dict(classes=classes or None, seed=seed, num_images=num_images, plan=plan_name, cfg=cfg,
                        temperature=temperature, batch=batch)
         plan = pipe.plan(plan_name, cfg, temperature)

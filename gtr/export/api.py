@@ -33,6 +33,8 @@ def export(model: str, output=None, *, precision: str = "fp32", plans=None, chec
         raise ExportError(f"precision must be fp32, fp16 or int8, got {precision!r}")
     if not isinstance(batch, int) or batch < 1:
         raise ExportError(f"batch must be an integer >= 1, got {batch!r}")
+    if random_weights and (checkpoint is not None or vae is not None):
+        raise ExportError("random_weights exports untrained weights: give it or checkpoint/vae, not both")
     config = get_config(model)
     if precision == "int8":  # validate the calibration request before loading weights
         from gtr.calibration import CalibrationSpec
@@ -41,6 +43,8 @@ def export(model: str, output=None, *, precision: str = "fp32", plans=None, chec
         raise ExportError("calibration options apply to --precision int8 only")
     plan_objs = make_plans(list(plans or DEFAULT_PLANS), config, plan_options)
     output = Path(output or f"{model}-{precision}.plan")
+    from gtr.runtime.files import check_writable
+    check_writable(output)  # before minutes of export
     if download and not random_weights:
         _download_missing(model, checkpoint, vae, cache_dir(), say)
 

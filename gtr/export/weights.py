@@ -64,8 +64,33 @@ def build_models(config: MARConfig, checkpoint=None, vae=None, weights="ema", ra
 
 def bundle_models(manifest: dict, config: MARConfig, checkpoint=None, vae=None):
     """(MAR, VAE, sources) rebuilt from what a bundle's manifest records of its weights (the reference
-    gtr-check and gtr-bench compare with); `checkpoint` / `vae` replace the recorded paths."""
+    gtr-check and gtr-bench compare with); `checkpoint` / `vae` replace the recorded paths. A recorded
+    file is checked against the size and sha256 recorded at export, so the reference is built from the
+    very weights the bundle holds (CheckpointError otherwise); a file given instead is taken as given."""
     src = manifest.get("sources") or {}
-    return build_models(config, checkpoint=checkpoint or src.get("checkpoint"), vae=vae or src.get("vae"),
-                        weights=src.get("weights", "ema"), random_weights=bool(manifest.get("random_weights")),
-                        seed=int(src.get("random_seed", 0)))
+    mar, vae_model, sources = build_models(config, checkpoint=checkpoint or src.get("checkpoint"),
+                                           vae=vae or src.get("vae"), weights=src.get("weights", "ema"),
+                                           random_weights=bool(manifest.get("random_weights")),
+                                           seed=int(src.get("random_seed", 0)))
+    given = {"checkpoint": checkpoint, "vae": vae}
+    for key, recorded in (manifest.get("checkpoints") or {}).items():
+        if key in sources and given.get(key) is None and isinstance(recorded, dict):
+            _check_digest(Path(sources[key]), recorded)
+    return mar, vae_model, sources
+
+
+def _check_digest(path: Path, recorded: dict) -> None:
+    import hashlib
+    size, digest = recorded.get("bytes"), recorded.get("sha256")
+    if size is not None and path.stat().st_size != size:
+        got = f"{path.stat().st_size:,} bytes, the bundle was exported from {size:,}"
+    else:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if digest is None or h.hexdigest() == digest:
+            return
+        got = "its sha256 differs from the one recorded at export"
+    raise CheckpointError(f"{path}: not the file this bundle was exported from ({got}); pass the original "
+                          f"with --checkpoint/--vae")

@@ -72,6 +72,9 @@ def mar_plan(grid=(16, 16), num_steps=64, diffusion_steps=100, diffusion_steps_m
         for name, t in (("diffusion_steps", diffusion_steps), ("diffusion_steps_min", diffusion_steps_min)):
             if int(t) != t or t < 1:
                 raise PlanError(f"mar plan: {name} must be an integer >= 1, got {t}")
+        if diffusion_steps_min > diffusion_steps:
+            raise PlanError(f"mar plan: diffusion_steps_min ({diffusion_steps_min}) must not exceed diffusion_steps "
+                            f"({diffusion_steps}): the annealing runs from diffusion_steps down to it")
         Ts = generation_Ts(len(counts), int(diffusion_steps), int(diffusion_steps_min))
     groups = [(Group("all", n, T),) for n, T in zip(counts, Ts)]
     params = dict(builder="mar", grid=[h, w], num_steps=num_steps, diffusion_steps=diffusion_steps,

@@ -274,6 +274,21 @@ class SamplingPlan:
         unknown = sorted(set(d) - known)
         if unknown:
             raise PlanError(f"unknown plan fields: {unknown}")
+        for key in ("name", "grid", "stages", "steps"):
+            if key not in d:
+                raise PlanError(f"malformed plan: no {key!r} field")
+        if not isinstance(d["steps"], list):
+            raise PlanError("malformed plan: 'steps' must be a list of steps")
+        step_keys, group_keys = ("stage", "known_before", "predict", "groups", "cfg_count"), ("role", "size", "T")
+        for i, s in enumerate(d["steps"]):
+            if not isinstance(s, dict) or any(k not in s for k in step_keys):
+                raise PlanError(f"malformed plan: steps[{i}] must be an object with {', '.join(step_keys)}")
+            if not isinstance(s["groups"], list) or any(not isinstance(g, dict) or any(k not in g for k in group_keys)
+                                                        for g in s["groups"]):
+                raise PlanError(f"malformed plan: steps[{i}].groups must be a list of objects with "
+                                f"{', '.join(group_keys)}")
+        if d.get("params") is not None and not isinstance(d["params"], dict):
+            raise PlanError("malformed plan: 'params' must be an object")
         try:
             steps = [Step(stage=s["stage"], known_before=s["known_before"], predict=s["predict"],
                           groups=tuple(Group(g["role"], g["size"], g["T"]) for g in s["groups"]),

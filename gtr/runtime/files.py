@@ -1,10 +1,78 @@
 """Atomic file writes: every file gtr writes goes through here, so a reader never sees a half-written
-file and a failed write leaves what was there before."""
+file and a failed write leaves what was there before (and no folder it created). `check_writable`
+finds an output that cannot be written before the work that would fill it."""
 from __future__ import annotations
 
 import os
 import secrets
 from typing import BinaryIO, Callable
+
+from gtr.errors import PathError
+
+TEMP_PREFIX = ".tmp-"  # .tmp-<pid>-<random><suffix>: the pid lets a later write remove a dead run's leftovers
+
+
+def check_writable(path, folder: bool = False) -> None:
+    """PathError (one line, naming the cause) unless `path` can be written as a file (or, with folder,
+    used as a folder), leaving nothing behind: every ancestor that exists must be a folder, path itself,
+    if it exists, of the right kind, and a probe file must be creatable in the nearest existing folder
+    (permission bits are not enough: root passes them on /proc or a read-only mount)."""
+    path = os.path.abspath(os.fspath(path))
+    kind = "folder" if folder else "file"
+    if os.path.lexists(path) and folder != os.path.isdir(path):
+        raise PathError(f"{path}: is a {'folder' if os.path.isdir(path) else 'file'}, not a {kind}")
+    if os.path.lexists(path) and not folder and not os.access(path, os.W_OK):
+        raise PathError(f"{path}: not writable (permission denied)")
+    parent = path if folder and os.path.isdir(path) else os.path.dirname(path)
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise PathError(f"{parent}: is a file, not a folder (needed for {path})")
+    try:
+        fd, probe = _create_temp(parent, ".probe")
+    except OSError as e:
+        raise PathError(f"{path}: cannot write in {parent} ({e.strerror or e})") from None
+    os.close(fd)
+    os.remove(probe)
+
+
+def _make_dirs(folder: str) -> list[str]:
+    """os.makedirs that returns the folders it created, outermost first (to remove them on failure)."""
+    made, f = [], folder
+    while not os.path.isdir(f):
+        if os.path.lexists(f):
+            raise PathError(f"{f}: is a file, not a folder (needed for {folder})")
+        made.append(f)
+        f = os.path.dirname(f)
+    os.makedirs(folder, exist_ok=True)
+    return made[::-1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str) -> None:
+    """Remove temp files that a killed gtr process left in folder (their pid is no longer running)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(TEMP_PREFIX):
+            continue
+        pid = name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            try:
+                os.remove(os.path.join(folder, name))
+            except OSError:
+                pass
 
 
 def _create_temp(folder: str, suffix: str) -> tuple[int, str]:
@@ -12,7 +80,7 @@ def _create_temp(folder: str, suffix: str) -> tuple[int, str]:
     # reading the umask (os.umask can only be read by changing it, process-wide, for all threads).
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     while True:
-        tmp = os.path.join(folder, f".tmp-{secrets.token_hex(8)}{suffix}")
+        tmp = os.path.join(folder, f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}{suffix}")
         try:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:
@@ -46,9 +114,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    tmp = None
+    tmp, made = None, []
     try:
-        os.makedirs(folder, exist_ok=True)
+        made = _make_dirs(folder)
+        remove_stale_temps(folder)
         fd, tmp = _create_temp(folder, os.path.splitext(path)[1])
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -59,6 +128,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     except BaseException as e:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+        for d in reversed(made):  # the folders this write created, innermost first, if still empty
+            try:
+                os.rmdir(d)
+            except OSError:
+                break
         if isinstance(e, OSError) and tmp is not None and e.filename == tmp:
             e.filename = path  # the user asked for path; the temp name would only confuse
         raise

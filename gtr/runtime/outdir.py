@@ -3,7 +3,7 @@
 Files are named by (class, index) alone, so any worker that makes an image writes it to the same
 name. The run record (gtr-run.json) holds the settings that decide the pixels; a run with other
 settings is refused instead of mixing two runs in one folder. Claiming a folder is one step under a
-lock (`claim`), so two workers starting at once cannot both be accepted; a worker holds the folder
+lock (`claim`), so two workers starting at once cannot both be accepted; a worker holds the record
 shared while it runs, so a record whose run died before its first image (no image, nobody running)
 gives way to new settings. numpy + pillow only (flock: POSIX).
 """
@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gtr.runtime.files import atomic_write, atomic_write_text
+from gtr.runtime.files import atomic_write
 
 RECORD = "gtr-run.json"
-LOCK = ".gtr-run.lock"  # serializes claims; the run itself holds the folder (flock, shared)
 IMAGE_GLOBS = ("class*.png", "uncond_*.png")
 
 
@@ -58,13 +57,13 @@ def holds_images(folder) -> bool:
     return any(next(Path(folder).glob(g), None) is not None for g in IMAGE_GLOBS)
 
 
-def _differ(path: Path, record: dict) -> list[str] | None:
-    """None when there is no record; else the settings that differ from `record` ([] = same run)."""
+def _differ(text: str, record: dict) -> list[str] | None:
+    """None when there is no record yet; else the settings that differ from `record` ([] = same run)."""
+    if not text.strip():
+        return None  # new, or a claim that died before writing it
     try:
-        old = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
+        old = json.loads(text)
+    except ValueError:
         return [RECORD]  # unreadable: treat as another run's
     if not isinstance(old, dict):
         return [RECORD]
@@ -75,36 +74,46 @@ def _differ(path: Path, record: dict) -> list[str] | None:
 def claim(folder, record: dict):
     """Make `folder` this run's for the `with` block: create it and its record, or join a run with the
     same settings. Raises FolderTaken when the folder holds another run's images, or another run with
-    other settings is writing it now. A record with no image and no live run is replaced."""
+    other settings is writing it now. A record with no image and no live run is replaced.
+
+    Two flocks, neither leaving a file behind: claims take turns on the folder itself, and a run holds
+    its record shared while it writes (so "nobody holds it" means the run that wrote it is gone)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / RECORD
-    held = os.open(folder, os.O_RDONLY)  # shared while this run writes
+    record_fd = os.open(folder / RECORD, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        with open(folder / LOCK, "a") as mutex:
-            fcntl.flock(mutex, fcntl.LOCK_EX)  # one claim at a time (released when the file closes)
-            differ = _differ(path, record)
-            if differ:
-                if holds_images(folder):
-                    raise FolderTaken(differ, live=False)
-                try:  # exclusive only if no other run holds the folder now
-                    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise FolderTaken(differ, live=True) from None
-                differ = None  # a run that died before its first image: its settings give way
-            if differ is None:
-                atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
-            fcntl.flock(held, fcntl.LOCK_SH)
+        folder_fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(folder_fd, fcntl.LOCK_EX)  # one claim at a time
+            with open(record_fd, "r+", encoding="utf-8", closefd=False) as f:
+                differ = _differ(f.read(), record)
+                if differ:
+                    if holds_images(folder):
+                        raise FolderTaken(differ, live=False)
+                    try:  # exclusive only if no run holds the record now
+                        fcntl.flock(record_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        raise FolderTaken(differ, live=True) from None
+                    differ = None  # a run that died before its first image: its settings give way
+                if differ is None:
+                    f.seek(0)
+                    f.truncate()
+                    f.write(json.dumps(record, indent=1, sort_keys=True) + "\n")
+                    f.flush()
+                    os.fsync(record_fd)
+            fcntl.flock(record_fd, fcntl.LOCK_SH)
+        finally:
+            os.close(folder_fd)  # ends the claim's turn
         yield
     finally:
-        os.close(held)
+        os.close(record_fd)
 
 
 def pack_npz(paths, out, size: int) -> int:
     """Pack PNGs (in order) into out as the uint8 array arr_0 [N, size, size, 3] that common FID
     evaluators read. Streamed image by image into the .npy member, so memory stays one image even
     for 50,000; written atomically. Returns N."""
-    paths = list(paths)
+    paths = paths if hasattr(paths, "__len__") else list(paths)  # a RunPaths stays lazy
     header = {"descr": "|u1", "fortran_order": False, "shape": (len(paths), size, size, 3)}
 
     def write(f):

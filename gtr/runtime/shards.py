@@ -10,7 +10,9 @@ Standard library only.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
+from typing import Iterator
 
 
 @dataclass(frozen=True)
@@ -24,10 +26,11 @@ class Chunk:
         return range(self.start, self.start + self.count)
 
 
-def chunks(labels, num_images: int, batch: int) -> list[Chunk]:
-    """The run's chunks in class-major order (the order images are returned in)."""
-    return [Chunk(label, start, min(batch, num_images - start))
-            for label in labels for start in range(0, num_images, batch)]
+def chunks(labels, num_images: int, batch: int) -> Iterator[Chunk]:
+    """The run's chunks in class-major order (the order images are returned in), made as they are
+    needed: a run of 10^12 images costs no memory before it starts."""
+    return (Chunk(label, start, min(batch, num_images - start))
+            for label in labels for start in range(0, num_images, batch))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -41,9 +44,22 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def shard(all_chunks: list[Chunk], index: int, count: int) -> list[Chunk]:
+def canonical(labels) -> list:
+    """Labels in the canonical order of shards: unconditional first, then by class id."""
+    return sorted(labels, key=lambda c: -1 if c is None else c)
+
+
+def shard(labels, num_images: int, batch: int, index: int, count: int) -> Iterator[Chunk]:
     """Shard `index` of `count`: every count-th chunk of the run in a canonical order (by class, then
     start), so the shards are disjoint, cover the run, stay balanced across classes, and do not
-    depend on the order classes were given in."""
-    ordered = sorted(all_chunks, key=lambda c: (-1 if c.label is None else c.label, c.start))
-    return ordered[index::count]
+    depend on the order classes were given in. Lazy, like `chunks`."""
+    return itertools.islice(chunks(canonical(labels), num_images, batch), index, None, count)
+
+
+def shard_images(labels, num_images: int, batch: int, index: int, count: int) -> int:
+    """How many images shard `index` of `count` makes (without listing its chunks)."""
+    per_class = -(-num_images // batch)  # chunks per class; the last of each may be short
+    short = batch - (num_images - (per_class - 1) * batch)  # images the last chunk lacks
+    mine = len(range(index, len(labels) * per_class, count))  # the shard's chunks: every count-th
+    lasts = sum(1 for k in range(len(labels)) if (k * per_class + per_class - 1) % count == index)
+    return mine * batch - lasts * short
