@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from gtr.calibration import CalibrationError, CalibrationSpec, fp32_sessions, parse_classes
+from gtr.calibration import CalibrationError, CalibrationSpec, parse_classes
 from gtr.calibration.collect import check_coverage, pack, record
 from gtr.calibration.quantize import int8_nodes
-from gtr.export.exporter import export_bundle, static_shapes
+from gtr.export.exporter import export_bundle, fp32_sessions, static_shapes
 from gtr.export.onnx_export import export_graph, graph_modules
 from gtr.runtime.bundle import read_bundle
 from gtr.runtime.onnx_backend import OnnxComponents

@@ -1,14 +1,22 @@
 """INT8 calibration along the sampling plans (see gtr.calibration.collect and gtr.calibration.quantize).
 
     graphs, record = calibrate_graphs(graphs, config, plans, batch, CalibrationSpec(seeds=2), shapes,
-                                      random_weights=False, workdir=d)
+                                      random_weights=False, workdir=d, open_sessions=..., write_model=...)
 
-`graphs` are the exported fp32 OnnxGraphs; they sample every plan (fp32, onnxruntime CPU) for the
-calibration classes x seeds while their inputs are recorded, then each graph is quantized to int8 Q/DQ
-by onnxruntime.quantization. `record` goes into the bundle manifest as "calibration".
+`graphs` are the exported fp32 OnnxGraphs to quantize; the fp32 graphs (given by the exporter as
+onnxruntime sessions) sample every plan for the calibration classes x seeds, and every graph input
+goes to that graph's range collector as it is made (bounded memory: nothing is kept per image), then
+each graph is quantized to int8 Q/DQ by onnxruntime.quantization with those ranges. `record` goes into
+the bundle manifest as "calibration".
+
+This package does not import gtr.export (the exporter calls it, one way): the exporter passes what
+calibration needs of it, `open_sessions()` -> {graph: fp32 session} and `write_model(graph, folder)`
+-> the path of the graph written there with its weights as external data.
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 
 from gtr.calibration.spec import (DEFAULT_METHOD, DEFAULT_SEEDS, METHODS, CalibrationError, CalibrationSpec,
@@ -18,42 +26,59 @@ __all__ = ["CalibrationError", "CalibrationSpec", "DEFAULT_METHOD", "DEFAULT_SEE
            "parse_classes"]
 
 
-def fp32_sessions(graphs: dict, workdir: str) -> dict:
-    """onnxruntime CPU sessions for the fp32 graphs (weights packed as in the bundle)."""
-    from gtr.export.onnx_export import pack_component
-    from gtr.runtime.onnx_backend import make_session
-    sessions = {}
-    for name, g in graphs.items():
-        location = f"{g.component}.calib.weights"
-        protos, blob, _ = pack_component([g], location)
-        sessions[name] = make_session(protos[name], {location: blob}, ["CPUExecutionProvider"])
-    return sessions
-
-
 def calibrate_graphs(graphs: dict, config, plans, batch: int, spec: CalibrationSpec, shapes: dict,
-                     random_weights: bool, workdir: str, say=lambda s: None) -> tuple[dict, dict]:
-    """Quantize fp32 `graphs` {name: OnnxGraph} to int8 with data sampled along `plans`.
+                     random_weights: bool, workdir: str, say=lambda s: None, *, open_sessions, write_model
+                     ) -> tuple[dict, dict]:
+    """Quantize fp32 `graphs` {name: OnnxGraph} to int8 with ranges gathered while sampling along `plans`.
 
-    shapes: the bundle's static shapes (exporter.static_shapes), every one of which calibration must visit.
-    Returns ({name: OnnxGraph int8}, calibration record for the manifest).
+    shapes: the bundle's static shapes (exporter.static_shapes); calibration must visit every one of
+    the quantized graphs'. open_sessions(): {graph: fp32 onnxruntime session} for every graph the
+    sampler needs (the VAE decoder may be left out: then nothing is decoded); the dict is cleared once
+    sampling is done. write_model(graph, folder) -> path (see the module docstring).
+    `graphs` is consumed: once a graph is written for calibration its entry loses its weights.
+    Returns ({name: int8 OnnxGraph} for the graphs that have int8 nodes, calibration record).
     """
     import onnxruntime
 
-    from gtr.calibration.collect import check_coverage, pack, record
-    from gtr.calibration.quantize import EXCLUDE, PERCENTILE, VAE_INT8, int8_nodes, quantize_graph
+    from gtr.calibration.collect import FeedStream, check_coverage, record
+    from gtr.calibration.quantize import (EXCLUDE, PERCENTILE, VAE_INT8, RangeCollector, int8_nodes, prepared_graph,
+                                          quantize_prepared)
     spec = spec.resolve(config.num_classes)
     t0 = time.perf_counter()
-    rec = record(fp32_sessions(graphs, workdir), plans, spec, config.num_classes, config.token_dim)
-    check_coverage(rec, {k: v for k, v in shapes.items() if k in graphs}, batch)
+    nodes = {name: int8_nodes(g) for name, g in graphs.items()}
+    paths, collectors = {}, {}
+    out, quantized = {}, {}
+    for name in list(graphs):
+        if not nodes[name]:
+            out[name], quantized[name] = graphs[name], 0  # nothing to quantize (the VAE decoder)
+            continue
+        g = graphs[name]
+        t = time.perf_counter()
+        paths[name] = write_model(prepared_graph(g, nodes[name]), os.path.join(workdir, f"calib-{name}"))
+        graphs[name] = dataclasses.replace(g, weights={})  # on disk from here on
+        del g
+        collectors[name] = RangeCollector(paths[name], [i["name"] for i in graphs[name].inputs], spec.method)
+        say(f"  {name}: {spec.method} range collector on {len(nodes[name])} int8 node(s) "
+            f"({time.perf_counter() - t:.1f} s)")
+    sessions = open_sessions()
+    stream = FeedStream({name: c.add for name, c in collectors.items()})
+    rec = record(sessions, plans, spec, config.num_classes, config.token_dim, sink=stream, say=say)
+    stream.finish()
+    sessions.clear()
+    del sessions
+    check_coverage(rec, {k: v for k, v in shapes.items() if k in collectors}, batch)
     say(f"  calibration: sampled {rec.images} image(s) along {', '.join(p.name for p in plans)} "
         f"({time.perf_counter() - t0:.1f} s)")
-    out, quantized = {}, {}
-    for name, g in graphs.items():
+    for name in list(collectors):
         t = time.perf_counter()
-        feeds = pack(name, rec.feeds.get(name, []))
-        out[name] = quantize_graph(g, feeds, spec.method, workdir)
-        quantized[name] = len(int8_nodes(g))
-        say(f"  {name}: int8 Q/DQ on {quantized[name]} node(s), {spec.method} ranges from {len(feeds)} feed(s) "
+        collector = collectors.pop(name)
+        feeds = collector.feeds
+        ranges = collector.ranges()
+        collector.close()
+        del collector
+        out[name] = quantize_prepared(graphs[name], paths[name], ranges, os.path.dirname(paths[name]), nodes[name])
+        quantized[name] = len(nodes[name])
+        say(f"  {name}: int8 Q/DQ on {quantized[name]} node(s), {spec.method} ranges from {feeds} feed(s) "
             f"({time.perf_counter() - t:.1f} s)")
     record_ = {
         "method": spec.method,
@@ -67,9 +92,9 @@ def calibrate_graphs(graphs: dict, config, plans, batch: int, spec: CalibrationS
         "library_version": onnxruntime.__version__,
         "scheme": "int8 QDQ, symmetric (zero point 0), activations per tensor, weights per output channel",
         "quantized_nodes": quantized,
-        "float_kept": (f"layers matching {', '.join(EXCLUDE)} (timestep embedding, head input projection "
-                       "and final linear), attention products, norms, softmax, activations, residuals, "
+        "float_kept": (f"layers matching {', '.join(EXCLUDE)} (head input projection and final linear), "
+                       "the timestep embedding lookup, attention products, norms, softmax, activations, residuals, "
                        "the diffusion update"
-                       + ("" if VAE_INT8 else ", the VAE decoder")),
+                       + ("" if VAE_INT8 else ", the VAE decoder (weights stored fp16)")),
     }
     return out, record_

@@ -1,4 +1,4 @@
-"""Calibration data from real sampling along the plans: every input each graph sees.
+"""Calibration data from real sampling along the plans: every input each graph sees, streamed.
 
 The fp32 graphs run the shared sampling loop (`gtr.runtime.sampler.sample`, the same loop as the
 runtime) for every plan, class and seed; a recording wrapper keeps the inputs of every call: the
@@ -11,6 +11,13 @@ t = 999 are not quantized: they live in the float update after the MLP).
 Head calls are row-wise (each row is one token at its own t), so calls are packed along rows into
 feeds of at most MAX_HEAD_ROWS rows: the calibrator then runs a few hundred large feeds instead of
 thousands of tiny ones, with the same per-tensor statistics.
+
+Bounded memory: nothing is kept for later. `record(..., sink=)` hands each graph input to `sink` as it
+is made: a `FeedStream` passes it to that graph's range collector at once (head calls after packing
+into a MAX_HEAD_ROWS feed), so calibration holds at most one packed head feed, whatever the number of
+images. Without a sink, `record` keeps every input in `Recorded.feeds` (and `pack` packs them): the
+unbounded computation, kept as the reference the tests compare the stream with (same feeds, in the
+same order, so the same ranges).
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ import numpy as np
 from gtr.calibration.spec import CalibrationError
 
 MAX_HEAD_ROWS = 1024  # rows per packed head feed: bounds the calibrator's memory (MAR-B: ~40 tensors x 1024 x 4 KiB)
+PROGRESS_SECONDS = 30.0  # at most one AR-step progress line this often
 
 
 @dataclass
@@ -47,12 +55,16 @@ class Recorder:
     what has to be recorded. `images` = images per sampling call (shapes are stored per image).
     """
 
-    def __init__(self, sessions: dict, images: int, rec: Recorded):
-        self.sessions, self.images, self.rec = sessions, images, rec
+    def __init__(self, sessions: dict, images: int, rec: Recorded, sink=None, on_step=None):
+        self.sessions, self.images, self.rec, self.sink, self.on_step = sessions, images, rec, sink, on_step
         self.inputs = {k: {i.name for i in s.get_inputs()} for k, s in sessions.items()}
+        self.steps = 0
 
     def _keep(self, graph, feed, shape):
-        self.rec.feeds.setdefault(graph, []).append(feed)
+        if self.sink is None:
+            self.rec.feeds.setdefault(graph, []).append(feed)
+        else:
+            self.sink(graph, feed)
         self.rec.shapes.setdefault(graph, set()).add(per_image(graph, shape, self.images))
 
     def _run(self, graph, feed):
@@ -61,6 +73,9 @@ class Recorder:
     def backbone(self, tokens, positions, class_ids, pred_positions):
         feed = {"tokens": tokens, "positions": positions, "class_ids": class_ids, "pred_positions": pred_positions}
         self._keep("backbone", feed, {"B": tokens.shape[0], "K": tokens.shape[1], "n": pred_positions.shape[1]})
+        self.steps += 1
+        if self.on_step is not None:
+            self.on_step(self.steps)
         return self._run("backbone", feed)
 
     def head_step(self, x, t, z, coef, cfg_weight, noise):
@@ -71,13 +86,13 @@ class Recorder:
             return self._run("head", feed)
         # A no-CFG call: the head_nocfg graph's data, and also the CFG graph's with z duplicated and
         # weight 1 (what the runtime runs when a bundle has no head_nocfg graph).
-        self._keep("head", {**feed, "z": np.concatenate([z, z]), "cfg_weight": np.ones((r, 1), np.float32)},
-                   {"r": r})
+        as_cfg = {**feed, "z": np.concatenate([z, z]), "cfg_weight": np.ones((r, 1), np.float32)}
+        self._keep("head", as_cfg, {"r": r})
         graph = "head_nocfg" if "head_nocfg" in self.sessions else "head"
         if graph == "head_nocfg":
             self._keep(graph, feed, {"r": r})
             return self._run(graph, feed)
-        return self._run("head", self.rec.feeds["head"][-1])
+        return self._run("head", as_cfg)
 
     def decode(self, tokens):
         feed = {"tokens": np.ascontiguousarray(tokens, dtype=np.float32)}
@@ -87,17 +102,88 @@ class Recorder:
         return self._run("vae_decoder", feed)
 
 
-def record(sessions: dict, plans, spec, num_classes: int, token_dim: int) -> Recorded:
-    """Sample every plan for every seed with all calibration classes as one batch, recording inputs."""
+def record(sessions: dict, plans, spec, num_classes: int, token_dim: int, sink=None, say=None) -> Recorded:
+    """Sample every plan for every seed with all calibration classes as one batch, recording inputs.
+
+    sink(graph, feed): where each input goes (see module docstring); None keeps them all in memory.
+    say: progress lines, one per sampling call (the calibration classes of one plan and seed) and one
+    per AR step at most every PROGRESS_SECONDS, with the elapsed time."""
+    import time
+
     from gtr.runtime.sampler import sample
     rec = Recorded()
     labels = list(spec.classes)
+    t0 = time.perf_counter()
+    calls = len(plans) * len(spec.seed_values)
+    done = 0
     for plan in plans:
         for seed in spec.seed_values:
-            sample(Recorder(sessions, len(labels), rec), plan, labels, seed, token_dim=token_dim,
+            last = [time.perf_counter()]
+
+            def on_step(step, plan=plan, seed=seed, last=last):
+                now = time.perf_counter()
+                if say is not None and now - last[0] >= PROGRESS_SECONDS:
+                    last[0] = now
+                    say(f"  calibration: {plan.name} seed {seed}: AR step {step}/{plan.num_steps} "
+                        f"({now - t0:.0f} s)")
+
+            sample(Recorder(sessions, len(labels), rec, sink, on_step), plan, labels, seed, token_dim=token_dim,
                    num_classes=num_classes, decode="vae_decoder" in sessions)
             rec.images += len(labels)
+            done += 1
+            if say is not None:
+                say(f"  calibration: sampled {len(labels)} image(s) along {plan.name}, seed {seed} ({done}/{calls}, "
+                    f"{rec.images} image(s), {time.perf_counter() - t0:.1f} s)")
     return rec
+
+
+class HeadPacker:
+    """Packs head feeds along rows as they come, exactly as `pack` packs the recorded list: a packed
+    feed is handed to `emit` as soon as the next call would take it past MAX_HEAD_ROWS rows."""
+
+    def __init__(self, emit, max_rows: int | None = None):
+        self.emit, self.max_rows = emit, MAX_HEAD_ROWS if max_rows is None else max_rows
+        self.group, self.rows = [], 0
+
+    def add(self, feed: dict) -> None:
+        r = feed["x"].shape[0]
+        if self.group and self.rows + r > self.max_rows:
+            self.flush()
+        self.group.append(feed)
+        self.rows += r
+
+    def flush(self) -> None:
+        if self.group:
+            merged = _merge_rows(self.group)
+            self.group, self.rows = [], 0
+            self.emit(merged)
+
+
+class FeedStream:
+    """The sink of a bounded-memory calibration: each feed goes to `collect[graph](feed)` at once
+    (after the same selection and packing as `pack`); graphs without a collector are dropped.
+    `feeds` counts the feeds each collector got; call `finish()` after the last sampling call."""
+
+    def __init__(self, collect: dict):
+        self.collect = collect
+        self.feeds = {g: 0 for g in collect}
+        self.packers = {g: HeadPacker(lambda f, g=g: self._emit(g, f)) for g in collect if g in ("head", "head_nocfg")}
+
+    def __call__(self, graph: str, feed: dict) -> None:
+        if graph not in self.collect:
+            return
+        if graph in self.packers:
+            self.packers[graph].add(feed)
+        elif all(np.asarray(v).size for v in feed.values()):
+            self._emit(graph, feed)
+
+    def _emit(self, graph, feed):
+        self.feeds[graph] += 1
+        self.collect[graph](feed)
+
+    def finish(self) -> None:
+        for packer in self.packers.values():
+            packer.flush()
 
 
 def check_coverage(rec: Recorded, required: dict, batch: int) -> None:

@@ -6,7 +6,8 @@ What is quantized (`int8_nodes`), chosen by measurement (README, INT8 section):
   (fc1, fc2) and the token / decoder embedding projections. The attention products QK^T and AV
   (activation x activation) stay float, as do LayerNorm, softmax and the residual adds.
 * head: the condition embedding, the adaLN modulations and the residual MLPs (every Gemm but those in
-  `EXCLUDE`). Float: the timestep sinusoid and its MLP, the input projection (reads x_t), the final
+  `EXCLUDE`). Float: the timestep embedding (a table lookup in the exported graph, gtr.export.head_graph: no
+  Gemm), the input projection (reads x_t), the final
   linear layer (writes eps), SiLU, LayerNorm and the whole diffusion update (CFG mix, learned variance,
   r1*x - r2*eps, noise). Measured on mar-tiny (gtr plan, only the head in int8): with input_proj or
   the final linear in int8 the samples collapse (class accuracy 15 % and 60 %, tokens off by 1e2-1e6),
@@ -38,8 +39,10 @@ import numpy as np
 from gtr.calibration.spec import METHODS, CalibrationError
 
 OPS = ("MatMul", "Gemm", "Conv")
-# Node-name fragments that stay float: the timestep embedding MLP, and the head's first and last layer.
-EXCLUDE = ("/time_embed/", "/input_proj/", "/final_layer/linear/")
+# Node-name fragments that stay float: the head's first and last layer.
+# (No timestep-embedding entry: the head graph looks its embedding up in a table, see
+# gtr.export.head_graph, so it has no Gemm to exclude.)
+EXCLUDE = ("/input_proj/", "/final_layer/linear/")
 # VAE decoder Conv layers stay float: onnxruntime's CPU int8 conv (QLinearConv) needs Q/DQ on the conv
 # output and an int32 bias; with input-only Q/DQ the conv runs as dequantize + fp32 conv (README, INT8).
 VAE_INT8 = False
@@ -97,9 +100,10 @@ def _reader(feeds, input_names):
     return FeedReader()
 
 
-def prepared(graph, nodes):
-    """The graph's ModelProto with its initializers put back (onnxruntime.quantization wants one model),
-    and each of `nodes` reading its activation through its own Identity.
+def prepared_graph(graph, nodes):
+    """A copy of the OnnxGraph (same weight arrays, not copied) in which each of `nodes` reads its
+    activation through its own Identity (and head Gemms have their bias split off). `prepared` puts
+    the initializers back into one ModelProto, which is what onnxruntime.quantization reads.
 
     Why the Identity: when only one quantized node reads a tensor, onnxruntime's QDQ quantizer rewires
     every reader of that tensor to the dequantized copy (DedicatedQDQPair only applies to several
@@ -109,7 +113,7 @@ def prepared(graph, nodes):
     remove Identities.
     """
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import helper
     m = onnx.ModelProto()
     m.CopyFrom(graph.model)
     wanted, out = set(nodes), []
@@ -124,8 +128,16 @@ def prepared(graph, nodes):
             out.append(node)
     del m.graph.node[:]
     m.graph.node.extend(out)
-    m.graph.initializer.extend(numpy_helper.from_array(np.asarray(a), name) for name, a in graph.weights.items())
-    return m
+    import dataclasses
+    return dataclasses.replace(graph, model=m)
+
+
+def prepared(graph, nodes):
+    """The prepared graph (`prepared_graph`) as one ModelProto with its initializers put back."""
+    from onnx import numpy_helper
+    g = prepared_graph(graph, nodes)
+    g.model.graph.initializer.extend(numpy_helper.from_array(np.asarray(a), name) for name, a in g.weights.items())
+    return g.model
 
 
 def _split_bias(node) -> list:
@@ -148,13 +160,107 @@ def _split_bias(node) -> list:
     return [node, helper.make_node("Add", [f"{y}__nobias", bias], [y], name=f"{node.name}__bias")]
 
 
+def _calib_options() -> dict:
+    """quantize_static's extra options that gtr sets (shared by the range collection and the quantizer)."""
+    return {
+        "ActivationSymmetric": True, "WeightSymmetric": True,  # zero point 0 everywhere (TensorRT)
+        "CalibTensorRangeSymmetric": True,
+        "MatMulConstBOnly": True,  # QK^T and AV stay float
+        "QuantizeBias": False,  # float bias: TensorRT fuses it, onnxruntime adds it after the int8 GEMM
+        "OpTypesToExcludeOutputQuantization": list(OPS),  # Q/DQ on inputs only, outputs stay float
+        "DedicatedQDQPair": True,  # other readers of a quantized input (the update reads x) keep float
+        "CalibPercentile": PERCENTILE,
+    }
+
+
+class RangeCollector:
+    """onnxruntime.quantization's calibrator for one prepared graph (`prepared`, written to
+    `model_path`), fed one feed at a time as sampling makes them (gtr.calibration.collect.FeedStream).
+
+    The calibrator is the one quantize_static builds for the same options (its augmented model and
+    session, MinMax / Percentile / Entropy), and `add` calls its collect_data on one feed, as
+    quantize_static's strided collection (CalibStridedMinMax = 1) did over a list held in memory:
+    MinMax merges each feed's range into a running one, the histogram methods add each feed to their
+    histograms, so memory does not depend on the number of feeds. `ranges()` -> TensorsData.
+    """
+
+    def __init__(self, model_path: str, input_names, method: str):
+        from pathlib import Path
+
+        from onnxruntime.quantization import CalibrationMethod
+        from onnxruntime.quantization.calibrate import create_calibrator
+        folder = os.path.dirname(os.path.abspath(model_path))
+        extra = _calib_options()
+        calib_extra = {"symmetric": extra["CalibTensorRangeSymmetric"], "percentile": extra["CalibPercentile"]}
+        with _quiet():
+            self.calibrator = create_calibrator(Path(model_path), list(OPS),
+                                                augmented_model_path=os.path.join(folder, "augmented_model.onnx"),
+                                                calibrate_method=getattr(CalibrationMethod, METHODS[method]),
+                                                use_external_data_format=True, extra_options=calib_extra)
+        # The augmented model lives in its session now; the calibrator's copy of the model proto (all
+        # weights, loaded by onnx) is not read again by collect_data / compute_data.
+        self.calibrator.model = None
+        self.names = set(input_names)
+        self.feeds = 0
+
+    def add(self, feed: dict) -> None:
+        with _quiet():
+            self.calibrator.collect_data(_reader([feed], self.names))
+        self.feeds += 1
+
+    def ranges(self):
+        if not self.feeds:
+            raise CalibrationError("no calibration data was collected")
+        with _quiet():
+            return self.calibrator.compute_data()
+
+    def close(self) -> None:
+        self.calibrator = None
+
+
+def quantize_prepared(graph, model_path: str, ranges, workdir: str, nodes: list[str]):
+    """Static int8 QDQ quantization of the prepared graph at `model_path` with precomputed `ranges`
+    (RangeCollector.ranges(), passed to quantize_static as its calibration cache) on `nodes`
+    (`int8_nodes` of the fp32 graph); returns a new OnnxGraph (`graph`, the fp32 one, gives the name,
+    component and io spec; its weights are not read)."""
+    import dataclasses
+
+    import onnx
+    from onnx import numpy_helper
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    if not nodes:
+        raise CalibrationError(f"{graph.name}: no int8 nodes given (onnxruntime would quantize every node)")
+    cache = os.path.join(workdir, f"{graph.name}.ranges.json")
+    save_tensors_data(ranges, cache)
+    path = os.path.join(workdir, f"{graph.name}.int8.onnx")
+    with _quiet():
+        quantize_static(
+            model_path, path, None, calibration_cache_path=cache,
+            quant_format=QuantFormat.QDQ, op_types_to_quantize=list(OPS), nodes_to_quantize=list(nodes),
+            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            calibrate_method=ranges.calibration_method, use_external_data_format=True,
+            extra_options=_calib_options())
+    model = onnx.load(path)  # external data from workdir
+    used = {i for n in model.graph.node for i in n.input}  # only what the quantized graph reads
+    weights = {t.name: np.ascontiguousarray(numpy_helper.to_array(t)) for t in model.graph.initializer
+               if t.name in used}
+    del model.graph.initializer[:]
+    del model.graph.value_info[:]
+    model.producer_name, model.doc_string = graph.model.producer_name, graph.model.doc_string
+    return dataclasses.replace(graph, model=model, weights=weights)
+
+
 def quantize_graph(graph, feeds: list[dict], method: str, workdir: str):
-    """Static int8 QDQ quantization of one fp32 OnnxGraph calibrated on `feeds`; returns a new OnnxGraph."""
+    """Static int8 QDQ quantization of one fp32 OnnxGraph calibrated on `feeds` held in memory (the
+    unbounded way, kept as the tests' reference for `RangeCollector` + `quantize_prepared`); returns a new
+    OnnxGraph."""
     import onnx
     from onnx import numpy_helper
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from gtr.export.onnx_export import OnnxGraph
+    import dataclasses
     nodes = int8_nodes(graph)
     if not nodes:
         return graph
@@ -167,16 +273,7 @@ def quantize_graph(graph, feeds: list[dict], method: str, workdir: str):
             quant_format=QuantFormat.QDQ, op_types_to_quantize=list(OPS), nodes_to_quantize=nodes, per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=getattr(CalibrationMethod, METHODS[method]), use_external_data_format=True,
-            extra_options={
-                "ActivationSymmetric": True, "WeightSymmetric": True,  # zero point 0 everywhere (TensorRT)
-                "CalibTensorRangeSymmetric": True,
-                "MatMulConstBOnly": True,  # QK^T and AV stay float
-                "QuantizeBias": False,  # float bias: TensorRT fuses it, onnxruntime adds it after the int8 GEMM
-                "OpTypesToExcludeOutputQuantization": list(OPS),  # Q/DQ on inputs only, outputs stay float
-                "DedicatedQDQPair": True,  # other readers of a quantized input (the update reads x) keep float
-                "CalibStridedMinMax": 1,  # one feed at a time (any method): bounded memory
-                "CalibPercentile": PERCENTILE,
-            })
+            extra_options={**_calib_options(), "CalibStridedMinMax": 1})
     model = onnx.load(path)  # external data from workdir
     used = {i for n in model.graph.node for i in n.input}  # only what the quantized graph reads
     weights = {t.name: np.ascontiguousarray(numpy_helper.to_array(t)) for t in model.graph.initializer
@@ -184,5 +281,4 @@ def quantize_graph(graph, feeds: list[dict], method: str, workdir: str):
     del model.graph.initializer[:]
     del model.graph.value_info[:]
     model.producer_name, model.doc_string = graph.model.producer_name, graph.model.doc_string
-    return OnnxGraph(name=graph.name, component=graph.component, model=model, weights=weights,
-                     inputs=graph.inputs, outputs=graph.outputs)
+    return dataclasses.replace(graph, model=model, weights=weights)

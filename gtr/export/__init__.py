@@ -8,7 +8,7 @@ import importlib
 
 _EXPORTS = {
     "export_bundle": "gtr.export.exporter", "static_shapes": "gtr.export.exporter",
-    "ExportError": "gtr.export.onnx_export", "export_graph": "gtr.export.onnx_export",
+    "ExportError": "gtr.errors", "export_graph": "gtr.export.graphs",
     "to_fp16": "gtr.export.precision", "check_precision": "gtr.export.precision",
 }
 

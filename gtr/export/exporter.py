@@ -7,24 +7,36 @@
 Steps: export each graph once with symbolic axes (one graph serves every step of every plan), apply
 the precision, pack each component's weights into one blob shared by its graphs, run the ONNX checker
 (full check), run every graph on onnxruntime CPU against the torch module for every static shape the
-plans need, then write the bundle atomically. The manifest lists, per graph, every static shape
+plans need, then write the bundle atomically.
+
+Memory (docs/full-size.md): a component's blob is written to a file in the export's temporary folder
+as it is packed and its in-memory arrays are dropped right after, so fp32 / fp16 exports hold the torch
+model, at most one component's arrays, and one onnxruntime session at a time; sessions read graphs from
+those files. int8 keeps the fp32 arrays until the calibration graphs are written (gtr.calibration).
+Every step prints a line with its time; out of memory in a step, or a killed export, ends with one
+line naming the step (gtr.export.progress), and leaves no temporary file or partial bundle. The manifest lists, per graph, every static shape
 (symbol -> value) the plans use, for engine builders that need one optimization profile per shape.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from gtr.export.onnx_export import (OPSET, ExportError, check_graph, export_graph, graph_modules, pack_component,
-                                    reference_module, verify_graph)
-from gtr.export.precision import PRECISION_NOTES, TOLERANCES, apply_precision, check_precision
+from gtr.errors import ExportError
+from gtr.export.checker import check_graph, write_graph
+from gtr.export.graphs import OPSET, export_graph, graph_modules, reference_module
+from gtr.export.packing import pack_component
+from gtr.export.precision import PRECISION_NOTES, apply_precision, check_precision, store_fp16
+from gtr.export.progress import GiB, ExportGuard
+from gtr.export.verify import verify_graph
+from gtr.runtime.fidelity import tolerance
 
 WEIGHTS_MEMBER = "{component}.weights"
 GRAPH_MEMBER = "{name}.onnx"
@@ -102,6 +114,37 @@ def _check_inputs(config, model, vae, plans, batch, precision):
         raise ExportError(f"VAE latent channels ({vae.config.embed_dim}) != model token dim ({config.token_dim})")
 
 
+def _module_bytes(module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters()) + sum(
+        b.numel() * b.element_size() for b in module.buffers())
+
+
+def open_session(path: str):
+    """onnxruntime CPU session for a graph file whose weights lie next to it (external data)."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def write_model(graph, folder: str) -> str:
+    """One graph written to `folder` as <name>.onnx + its weights (external data); returns its path."""
+    location = f"{graph.name}.weights"
+    os.makedirs(folder, exist_ok=True)
+    protos, blob, _ = pack_component([graph], location, os.path.join(folder, location))
+    del blob
+    return write_graph(folder, graph.name, protos[graph.name], location)
+
+
+def fp32_sessions(graphs: dict, workdir: str) -> dict:
+    """onnxruntime CPU sessions for OnnxGraphs (each written to workdir with its weights)."""
+    return {name: open_session(write_model(g, os.path.join(workdir, f"fp32-{name}"))) for name, g in graphs.items()}
+
+
+COMPONENTS = (("backbone", ("backbone",)), ("head", ("head", "head_nocfg")), ("vae_decoder", ("vae_decoder",)))
+
+
 def export_bundle(config, model, vae, plans, batch: int, precision: str, out_path, random_weights: bool,
                   sources: dict | None = None, progress=None, log=None, verify: bool = True,
                   calibration=None) -> dict:
@@ -123,78 +166,126 @@ def export_bundle(config, model, vae, plans, batch: int, precision: str, out_pat
     model, vae = model.eval(), (vae.eval() if vae is not None else None)
     modules = graph_modules(model, vae, config.grid)
     names = [n for n in ("backbone", "head", "head_nocfg", "vae_decoder") if n in shapes and n in modules]
-    from gtr.runtime.onnx_backend import make_session
+    tol = tolerance(precision).graph
+    components = [(c, [n for n in gs if n in names]) for c, gs in COMPONENTS]
+    components = [(c, gs) for c, gs in components if gs]
 
     members, graphs_manifest, errors = {}, {}, {}
-    with tempfile.TemporaryDirectory(prefix="gtr-export-") as workdir:
-        exported = {}
-        for name in names:
+    with ExportGuard(out_path, say) as guard:
+        workdir = guard.workdir
+        packed = {}  # component -> (folder, location, protos, blob, graphs without weights)
+
+        def pack(component, graphs):
+            location = WEIGHTS_MEMBER.format(component=component)
+            folder = os.path.join(workdir, component)
+            os.makedirs(folder, exist_ok=True)
             t = time.perf_counter()
-            g = export_graph(name, modules[name], config, workdir)
-            exported[name] = apply_precision(g, precision)
-            say(f"  {name}: exported ({time.perf_counter() - t:.1f} s, {len(g.model.graph.node)} nodes"
-                f"{', ' + precision if precision != 'fp32' else ''})")
+            with guard.step(f"{component}: weight packing"):
+                protos, blob, stats = pack_component(graphs, location, os.path.join(folder, location))
+            say(f"  {component}.weights: packed {stats['blob_bytes'] / 2**20:.1f} MiB for {len(graphs)} graph(s) "
+                f"({time.perf_counter() - t:.1f} s, {guard.elapsed():.0f} s in all)")
+            packed[component] = (folder, location, protos, blob, [dataclasses.replace(g, weights={}) for g in graphs])
+
+        fp32 = {}  # int8: the fp32 graphs calibration samples with
+        for component, gnames in components:
+            graphs = []
+            for name in gnames:
+                t = time.perf_counter()
+                with guard.step(f"{name}: export", need=int(1.2 * _module_bytes(modules[name]))):
+                    g = export_graph(name, modules[name], config, workdir)
+                    n_nodes = len(g.model.graph.node)
+                    g = apply_precision(g, precision)
+                    if precision == "int8" and name == "vae_decoder":
+                        g = store_fp16(g)  # not quantized: stored fp16, computed in fp32
+                graphs.append(g)
+                say(f"  {name}: exported ({time.perf_counter() - t:.1f} s, {n_nodes} nodes"
+                    f"{', ' + precision if precision != 'fp32' else ''}{', weights fp16' if precision == 'int8' and name == 'vae_decoder' else ''})")
+                del g
+            if precision == "int8" and component != "vae_decoder":
+                for g in graphs:
+                    with guard.step(f"{g.name}: fp32 graph for calibration"):
+                        write_model(g, os.path.join(workdir, f"fp32-{g.name}"))
+                    fp32[g.name] = g
+            else:
+                pack(component, graphs)
+            del graphs
+
         calibration_record = None
         if precision == "int8":
             from gtr.calibration import calibrate_graphs
-            exported, calibration_record = calibrate_graphs(exported, config, plans, batch, calibration, shapes,
-                                                            random_weights, workdir, say)
-        by_component = {}
-        for name in names:
-            by_component.setdefault(exported[name].component, []).append(exported[name])
-        for component, graphs in by_component.items():
-            location = WEIGHTS_MEMBER.format(component=component)
-            protos, blob, stats = pack_component(graphs, location)
+            fp32_names = list(fp32)
+
+            def open_sessions():
+                with guard.step("calibration: fp32 sessions"):
+                    return {n: open_session(os.path.join(workdir, f"fp32-{n}", f"{n}.onnx")) for n in fp32_names}
+
+            with guard.step("calibration"):
+                quantized, calibration_record = calibrate_graphs(
+                    fp32, config, plans, batch, calibration, shapes, random_weights, workdir, say,
+                    open_sessions=open_sessions, write_model=write_model)
+            fp32.clear()
+            for component, gnames in components:
+                if component != "vae_decoder":
+                    pack(component, [quantized.pop(n) for n in gnames])
+            del quantized
+        for component, gnames in components:
+            folder, location, protos, blob, graphs = packed[component]
             members[location] = blob
             for g in graphs:
-                check_graph(g.name, protos[g.name], location, blob, workdir)
+                with guard.step(f"{g.name}: onnx checker"):
+                    path = check_graph(g.name, protos[g.name], location, None, folder)
                 member = GRAPH_MEMBER.format(name=g.name)
                 members[member] = protos[g.name]
                 entry = {"member": member, "weights": location, "component": component, "opset": OPSET,
                          "precision": precision, **g.io_spec(), "static_shapes": shapes[g.name]}
                 if verify:
                     t = time.perf_counter()
-                    session = make_session(protos[g.name], {location: blob}, ["CPUExecutionProvider"])
-                    err = verify_graph(g.name, session, reference_module(modules[g.name]), shapes[g.name], config, plans,
-                                       TOLERANCES[precision][g.name])
-                    del session
+                    with guard.step(f"{g.name}: shape check"):
+                        session = open_session(path)
+                        err = verify_graph(g.name, session, reference_module(modules[g.name]), shapes[g.name], config,
+                                           plans, tol[g.name])
+                        del session
                     errors[g.name] = err
                     entry["max_error"] = err
                     say(f"  {g.name}: checked {len(shapes[g.name])} shape(s) on onnxruntime CPU, max error "
-                        f"{err:.2e} (tolerance {TOLERANCES[precision][g.name]:g}, "
-                        f"{time.perf_counter() - t:.1f} s)")
+                        f"{err:.2e} (tolerance {tol[g.name]:g}, {time.perf_counter() - t:.1f} s, "
+                        f"{guard.elapsed():.0f} s in all)")
                 graphs_manifest[g.name] = entry
-            say(f"  {component}.weights: {len(blob) / 2**20:.2f} MiB for {len(graphs)} graph(s)")
 
-    sources = dict(sources or {})
-    checkpoints = {}
-    for key in ("checkpoint", "vae"):
-        if sources.get(key):
-            digest = _file_digest(sources[key])
-            if digest:
-                checkpoints[key] = digest
-    versions = tool_versions()
-    manifest = {
-        "gtr_version": versions["gtr"],
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "config": config.to_dict(),
-        "random_weights": bool(random_weights),
-        "sources": {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in sources.items()},
-        "checkpoints": checkpoints,
-        "plans": {p.name: p.to_dict() for p in plans},
-        "default_plan": plans[0].name,
-        "batch": batch,
-        "precision": precision,
-        "precision_notes": PRECISION_NOTES[precision],
-        "backend": "onnxruntime",
-        "graphs": graphs_manifest,
-        **({"calibration": calibration_record} if calibration_record else {}),
-        "versions": versions,
-        "export_seconds": None,
-    }
-    manifest["export_seconds"] = round(time.perf_counter() - t0, 3)
-    from gtr.runtime.bundle import write_bundle
-    size = write_bundle(out_path, manifest, members)
+        sources = dict(sources or {})
+        checkpoints = {}
+        for key in ("checkpoint", "vae"):
+            if sources.get(key):
+                digest = _file_digest(sources[key])
+                if digest:
+                    checkpoints[key] = digest
+        versions = tool_versions()
+        manifest = {
+            "gtr_version": versions["gtr"],
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "config": config.to_dict(),
+            "random_weights": bool(random_weights),
+            "sources": {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in sources.items()},
+            "checkpoints": checkpoints,
+            "plans": {p.name: p.to_dict() for p in plans},
+            "default_plan": plans[0].name,
+            "batch": batch,
+            "precision": precision,
+            "precision_notes": PRECISION_NOTES[precision],
+            "backend": "onnxruntime",
+            "graphs": graphs_manifest,
+            **({"calibration": calibration_record} if calibration_record else {}),
+            "versions": versions,
+            "export_seconds": None,
+        }
+        manifest["export_seconds"] = round(time.perf_counter() - t0, 3)
+        from gtr.runtime.bundle import write_bundle
+        t = time.perf_counter()
+        with guard.step("writing the bundle"):
+            size = write_bundle(out_path, manifest, members)
+        say(f"  wrote the bundle: {size / 2**20:.1f} MiB ({time.perf_counter() - t:.1f} s)")
+        members = {k: len(v) for k, v in members.items()}
+        packed.clear()
     seconds = time.perf_counter() - t0
     return {"path": str(out_path), "size": size, "errors": errors, "seconds": seconds,
-            "members": {k: len(v) for k, v in members.items()}, "graphs": list(graphs_manifest)}
+            "members": members, "graphs": list(graphs_manifest)}

@@ -7,13 +7,15 @@ rewrites the exported fp32 graph:
   fp16 initializers, activation inputs get a Cast to fp16, outputs a Cast back to fp32. These are the
   ops that run on tensor cores and whose weights dominate the bytes read (the head loop is
   memory-bound on its weights).
-* Everything else stays fp32, which covers what must not run in fp16: LayerNorm, GroupNorm
+* Everything else computes in fp32, which covers what must not run in fp16: LayerNorm, GroupNorm
   (InstanceNormalization + affine in the export), softmax, GELU/SiLU, residual adds, the timestep
-  embedding (a lookup table in the head graph), and the diffusion update (r1*x - r2*eps reaches ~1e5 at t = 999, beyond
-  the fp16 maximum 65504; mar-spec.md §11).
+  embedding lookup, and the diffusion update (r1*x - r2*eps reaches ~1e5 at t = 999, beyond the
+  fp16 maximum 65504; mar-spec.md §11).
 * Storage: every float initializer feeding a fp16 op, and every other float initializer of
-  `STORE_FP16_MIN` elements or more (position embeddings, the class table), is stored in fp16; the
-  latter get a Cast to fp32 in the graph (constant-folded by onnxruntime and TensorRT). Small
+  `STORE_FP16_MIN` elements or more (position embeddings, the class table, the head's timestep
+  embedding table: T x width values, precomputed at export by gtr.export.head_graph), is stored in
+  fp16; the latter get a Cast to fp32 in the graph (constant-folded by onnxruntime and TensorRT), so
+  the timestep table is looked up from fp16-rounded values and used in fp32. Small
   fp32-only tensors (norm scales, bias vectors of 3-D linears) stay fp32. A fp16 bundle is therefore
   about half the fp32 size.
 * Graph inputs and outputs stay fp32 (and int64), so the runtime is precision-agnostic.
@@ -30,7 +32,11 @@ is the check.
 
 int8: explicit symmetric Q/DQ graphs made from calibration data sampled along the plans, by
 gtr.calibration (which needs the data, so export_bundle calls it; `apply_precision` leaves the
-graph fp32 for it). What stays float is listed in gtr.calibration.quantize.
+graph fp32 for it). What stays float is listed in gtr.calibration.quantize. The VAE decoder is not
+quantized; in int8 bundles its weights are stored fp16 and cast to fp32 in the graph (`store_fp16`),
+so it computes in fp32 from fp16-rounded weights and takes half the bytes.
+
+The export check's tolerances per precision are gtr.runtime.fidelity's (one table for every check).
 """
 from __future__ import annotations
 
@@ -38,34 +44,23 @@ from collections import defaultdict
 
 import numpy as np
 
-from gtr.export.onnx_export import ExportError, OnnxGraph
+from gtr.errors import ExportError
+from gtr.export.graphs import OnnxGraph
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FP16_OPS = ("MatMul", "Gemm", "Conv")
 STORE_FP16_MIN = 4096  # float initializers used only in fp32 ops are stored fp16 from this many elements
 
-# Export checks: max |onnxruntime - torch fp32| relative to max(1, max |torch|) per graph (head graphs in
-# eps units, see gtr.export.onnx_export.max_error). These catch a broken graph (errors of order 1), not
-# quality: fp16 bounds are looser by the fp16 rounding of weights and matmul inputs/outputs (unit
-# roundoff 4.9e-4) through the depth of each network; sample quality is what gtr-check's PSNR measures.
-TOLERANCES = {
-    "fp32": {"backbone": 1e-4, "head": 1e-4, "head_nocfg": 1e-4, "vae_decoder": 1e-3},
-    "fp16": {"backbone": 3e-2, "head": 3e-2, "head_nocfg": 3e-2, "vae_decoder": 5e-2},
-    # int8 on the export check's random inputs (not the calibration data): catches a broken graph
-    # (errors of order 1) with room for int8 rounding of out-of-distribution inputs.
-    "int8": {"backbone": 0.25, "head": 0.25, "head_nocfg": 0.25, "vae_decoder": 0.25},
-}
-
 PRECISION_NOTES = {
     "fp32": "fp32 everywhere",
     "fp16": ("fp16 weights and compute for MatMul/Gemm/Conv (Cast in, Cast out); LayerNorm, GroupNorm, "
-             "softmax, activations, residuals, timestep embedding and the diffusion update in fp32; "
-             f"other float initializers of >= {STORE_FP16_MIN} elements stored fp16 and cast to fp32; "
-             "graph inputs/outputs fp32"),
+             "softmax, activations, residuals, the timestep embedding lookup and the diffusion update in fp32; "
+             f"other float initializers of >= {STORE_FP16_MIN} elements (the timestep embedding table among "
+             "them) stored fp16 and cast to fp32; graph inputs/outputs fp32"),
     "int8": ("int8 QDQ (symmetric, zero point 0; activations per tensor, weights per output channel) on the "
              "inputs of constant-weight MatMul/Gemm/Conv from calibration along the plans (see 'calibration'); "
-             "timestep embedding, attention products, norms, softmax, activations, residuals and the diffusion "
-             "update in fp32; graph inputs/outputs fp32"),
+             "timestep embedding lookup, attention products, norms, softmax, activations, residuals and the "
+             "diffusion update in fp32; VAE decoder in fp32 with its weights stored fp16; graph inputs/outputs fp32"),
 }
 
 
@@ -154,6 +149,35 @@ def to_fp16(graph: OnnxGraph) -> OnnxGraph:
     out = [n for n in out if not (n.op_type == "Cast" and n.output[0] not in used and n.name.endswith("__cast_fp32"))]
     del model.graph.node[:]
     model.graph.node.extend(out)
+    del model.graph.value_info[:]
+    return OnnxGraph(name=graph.name, component=graph.component, model=model, weights=weights,
+                     inputs=graph.inputs, outputs=graph.outputs)
+
+
+def store_fp16(graph: OnnxGraph) -> OnnxGraph:
+    """Weights stored fp16, compute unchanged: every float32 initializer of STORE_FP16_MIN elements or
+    more becomes fp16 with one Cast back to fp32 in front of its readers (constant-folded by
+    onnxruntime and TensorRT). Used for the VAE decoder of int8 bundles."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    weights = dict(graph.weights)
+    big = sorted(n for n, a in weights.items() if a.dtype == np.float32 and a.size >= STORE_FP16_MIN)
+    for name in big:
+        if np.abs(weights[name]).max(initial=0.0) > 65504.0:
+            raise ExportError(f"{graph.name}: weight {name} has values beyond the fp16 range")
+        weights[name] = weights[name].astype(np.float16)
+    model = onnx.ModelProto()
+    model.CopyFrom(graph.model)
+    nodes = list(model.graph.node)
+    renamed = {n: f"{n}__fp32" for n in big}
+    for node in nodes:
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                node.input[i] = renamed[name]
+    casts = [helper.make_node("Cast", [n], [renamed[n]], to=TensorProto.FLOAT, name=f"{n}__cast_fp32") for n in big]
+    del model.graph.node[:]
+    model.graph.node.extend(casts + nodes)
     del model.graph.value_info[:]
     return OnnxGraph(name=graph.name, component=graph.component, model=model, weights=weights,
                      inputs=graph.inputs, outputs=graph.outputs)
