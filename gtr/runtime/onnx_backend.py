@@ -15,10 +15,12 @@ the next), and only the final x comes back. On CUDA everything stays on the GPU 
 on CPU the same code binds numpy memory directly (no copies). Only the CPU path is tested here (no
 GPU in CI); the CUDA path differs only in the device name given to OrtValue and the bindings.
 
-On the CPU, graphs with small weights (`SHARD_MAX_BYTES`) run as row shards: one single-threaded
-session call per thread at once, over a part of the rows (the backbone's batch rows; the head loop's
-rows, each FTS group split evenly). Rows are independent, so results equal one call's up to float
-rounding; at batch 1 this beats two threads sharing each small GEMM (README, Speed).
+On the CPU, graphs with small weights (`SHARD_MAX_BYTES`) run as row shards on single-threaded
+sessions, up to one per thread at once, each over a part of the rows (the backbone's batch rows; the
+head loop's rows, each FTS group split evenly); at batch 1 this beats two threads sharing each small
+GEMM (README, Speed). How the rows are cut depends only on the bundle and the call (`CPU_SHARDS`,
+`BACKBONE_ROWS`), never on the threads, the core count or the affinity: a call of other rows can
+round differently, so the same request gives the same bits on any machine with the same build.
 
 The device comes from each session's own providers (`session.get_providers()`), not from the ones
 asked for: onnxruntime falls back to the CPU when CUDA cannot start (missing libraries, no GPU), and
@@ -35,11 +37,13 @@ import onnxruntime as ort
 
 from gtr.runtime.bundle import Bundle, BundleError, read_bundle
 from gtr.runtime.head_inputs import head_graph, nocfg_on_cfg_graph
+from gtr.runtime.cpus import usable_cpus
 from gtr.runtime.sampler import call_arrays, row_shards
 
 CUDA = "CUDAExecutionProvider"
 SHARD_MAX_BYTES = 16 * 2**20  # graphs with weights up to this size run as row shards on the CPU (OnnxComponents)
 BACKBONE_ROWS = 4  # rows per backbone call when sharded (benchmarks/calls_cpu.py; README, Speed)
+CPU_SHARDS = 4  # row shards per sharded call: fixed, so the cut (and the bits) never depend on threads
 
 
 def default_providers() -> list[str]:
@@ -100,11 +104,13 @@ class OnnxComponents:
         # one shard per thread at once (rows are independent: backbone rows, head rows through the whole
         # loop); one thread per shard beats several threads on one small GEMM (README, gtr-bench). Each
         # shard reads all the weights, so a big graph (MAR-B) runs as one call whose GEMMs use the threads.
-        threads_total = max(1, int(threads or os.cpu_count() or 1))
+        threads_total = max(1, int(threads or usable_cpus()))
         members = bundle.manifest.get("members", {})
-        self.shards = {name: (threads_total if members.get(g.get("weights"), {}).get("length", 0) <= SHARD_MAX_BYTES
+        self.shards = {name: (CPU_SHARDS if members.get(g.get("weights"), {}).get("length", 0) <= SHARD_MAX_BYTES
                               else 1) for name, g in bundle.graphs.items() if name != "vae_decoder"}
-        self._pool = ThreadPoolExecutor(threads_total, thread_name_prefix="gtr-rows") if threads_total > 1 else None
+        # The threads only decide how many of a call's fixed shards run at once.
+        workers = min(threads_total, CPU_SHARDS)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="gtr-rows") if workers > 1 else None
         self.log = log
         self._graphs = bundle.graphs
         self._sessions: dict[str, ort.InferenceSession] = {}
@@ -177,8 +183,8 @@ class OnnxComponents:
             return s.run(None, feeds)[0]
         # At most BACKBONE_ROWS rows per call: larger calls' attention scores outgrow the cache.
         parts = np.array_split(np.arange(rows), max(min(shards, rows), -(-rows // BACKBONE_ROWS)))
-        jobs = [self._pool.submit(s.run, None, {k: v[p[0]:p[-1] + 1] for k, v in feeds.items()}) for p in parts]
-        return np.concatenate([job.result()[0] for job in jobs])
+        outs = self._map(lambda p: s.run(None, {k: v[p[0]:p[-1] + 1] for k, v in feeds.items()})[0], parts)
+        return np.concatenate(outs)
 
     def head_step(self, x, t, z, coef, cfg_weight, noise):
         r = x.shape[0]
@@ -213,15 +219,22 @@ class OnnxComponents:
         if len(shards) == 1:
             x[...] = self._head_loop(name, x, z_c, z_u, rows, t_all, coef_all, noise_all, cfg_weight)
             return x
-        jobs = [self._pool.submit(self._head_loop, name, x[i], z_c[i], None if z_u is None else z_u[i],
-                                  np.searchsorted(i, rows), t_all[:, i], coef_all[:, i], noise_all[:, i], cfg_weight)
-                for i in shards]
-        for i, job in zip(shards, jobs):
-            x[i] = job.result()
+        outs = self._map(lambda i: self._head_loop(name, x[i], z_c[i], None if z_u is None else z_u[i],
+                                                   np.searchsorted(i, rows), t_all[:, i], coef_all[:, i],
+                                                   noise_all[:, i], cfg_weight), shards)
+        for i, out in zip(shards, outs):
+            x[i] = out
         return x
 
     def _shard_count(self, name: str) -> int:
         return self.shards.get(name, 1) if self._device[name] == "cpu" else 1
+
+    def _map(self, fn, parts) -> list:
+        """fn over the shards: on the row threads when there are several, else one after the other."""
+        if self._pool is None:
+            return [fn(p) for p in parts]
+        jobs = [self._pool.submit(fn, p) for p in parts]
+        return [job.result() for job in jobs]
 
     def _head_loop(self, name, x, z_c, z_u, rows, t_all, coef_all, noise_all, cfg_weight) -> np.ndarray:
         """Head calls j = 0.. on rows [:rows[j]] of x [R,c]; per-call inputs t_all [n,R], coef_all [n,R,7],
@@ -288,8 +301,7 @@ class OnnxComponents:
         self._inputs.clear()
         pool, self._pool = getattr(self, "_pool", None), None
         if pool is not None:
-            pool.shutdown(wait=False)
-        self.shards = {name: 1 for name in getattr(self, "shards", {})}  # without the pool: one call per graph
+            pool.shutdown(wait=False)  # later calls run their shards one after the other: the same cut
 
     def __del__(self):
         try:
