@@ -41,16 +41,21 @@ def tiny_shipped() -> bool:
     return (ROOT / "gtr/assets/tiny/mar_tiny.safetensors").exists()
 
 
+_EXPORTED: dict = {}
+
+
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     if os.environ.get("GTR_SERVE_BUNDLE"):  # a mar-tiny bundle made earlier (`gtr-export --model mar-tiny --plan gtr`)
         return Path(os.environ["GTR_SERVE_BUNDLE"])
     if not tiny_shipped():
         pytest.skip("mar-tiny weights are not shipped in gtr/assets/tiny")
-    path = tmp_path_factory.mktemp("serve") / "mar-tiny-fp32.plan"
-    r = run("export", "--model", "mar-tiny", "--plan", "gtr", "-o", path)
-    assert r.exit_code == 0, r.output
-    return path
+    if "path" not in _EXPORTED:  # once per session (test_serve_page.py uses it too)
+        path = tmp_path_factory.mktemp("serve") / "mar-tiny-fp32.plan"
+        r = run("export", "--model", "mar-tiny", "--plan", "gtr", "-o", path)
+        assert r.exit_code == 0, r.output
+        _EXPORTED["path"] = path
+    return _EXPORTED["path"]
 
 
 @pytest.fixture(scope="module")
