@@ -145,13 +145,19 @@ def test_a_closed_pipe_ends_quietly(bundle):
         assert err == "", err
 
 
-def test_interrupt_exits_130_and_leaves_no_temp_files(bundle, tmp_path):
-    out = tmp_path / "samples"
+def long_run_under_way(bundle, out):
+    """A 1,000-image gtr-run in a subprocess, once it has written its first image."""
     p = subprocess.Popen(GTR + ["run", str(bundle), "-c", "1", "-n", "1000", "--outdir", str(out)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not list(out.glob("class*.png")) and time.time() < deadline and p.poll() is None:
         time.sleep(0.2)
+    return p
+
+
+def test_interrupt_exits_130_and_leaves_no_temp_files(bundle, tmp_path):
+    out = tmp_path / "samples"
+    p = long_run_under_way(bundle, out)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
@@ -166,11 +172,7 @@ def test_check_reports_progress(bundle):
 
 def test_sigterm_removes_temp_files_and_exits_143(bundle, tmp_path):
     out = tmp_path / "samples"
-    p = subprocess.Popen(GTR + ["run", str(bundle), "-c", "1", "-n", "1000", "--outdir", str(out)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not list(out.glob("class*.png")) and time.time() < deadline and p.poll() is None:
-        time.sleep(0.2)
+    p = long_run_under_way(bundle, out)
     p.terminate()
     p.communicate(timeout=60)
     assert p.returncode == 143
