@@ -40,11 +40,45 @@ def _call(result):
     return values[0] if len(values) == 1 else values
 
 
+def versions() -> tuple[int, int]:
+    """(CUDA version the NVIDIA driver supports, CUDA version cuda-python is built for), e.g. (12040, 13000);
+    0 where not known (no driver)."""
+    rt = runtime()
+    out = []
+    for fn in (rt.cudaDriverGetVersion, rt.cudaRuntimeGetVersion):
+        try:
+            out.append(int(_call(fn())))
+        except CudaError:
+            out.append(0)
+    return out[0], out[1]
+
+
+def version_text(v: int) -> str:
+    return f"{v // 1000}.{v % 1000 // 10}"
+
+
+def driver_mismatch(driver: int, built: int, what: str, package: str | None = None) -> str:
+    """The one line for a driver older than the CUDA a package was built for, naming the fix: the
+    package's build for the driver's CUDA (default: cuda-python's), or a newer driver."""
+    major = driver // 1000
+    package = package or f"cuda-python>={major},<{major + 1}"
+    return (f"the NVIDIA driver supports CUDA {version_text(driver)} but {what} is built for CUDA "
+            f"{version_text(built)}: install the CUDA {major} set (docs/tensorrt.md: pip install '{package}' ...) "
+            f"or update the NVIDIA driver")
+
+
 def device_count() -> int:
-    try:
-        return int(_call(runtime().cudaGetDeviceCount()))
-    except CudaError:  # no driver, or no device: both mean "no GPU here"
-        return 0
+    """Number of CUDA devices; 0 without a driver or a device; CudaError when the driver is too old
+    for this cuda-python (a mismatched install, not "no GPU")."""
+    rt = runtime()
+    err, *values = rt.cudaGetDeviceCount()
+    if err == rt.cudaError_t.cudaSuccess:
+        return int(values[0])
+    if err == getattr(rt.cudaError_t, "cudaErrorInsufficientDriver", None):
+        driver, built = versions()
+        if driver:
+            raise CudaError(driver_mismatch(driver, built, "cuda-python"))
+    return 0  # no driver, or no device: both mean "no GPU here"
 
 
 def set_device(index: int) -> None:
@@ -89,15 +123,22 @@ class Buffer:
             ptr, self.ptr, self.nbytes = self.ptr, 0, 0
             _call(runtime().cudaFree(ptr))
 
+    def __del__(self):
+        _quietly(self.free)
+
 
 class Stream:
     """A CUDA stream, with the copies and the graph capture the backend runs on it. Host arrays must be
-    C-contiguous and stay alive until `sync()` (copies from pageable memory are staged by the driver)."""
+    C-contiguous and stay alive until `sync()` (copies from pageable memory are staged by the driver).
+
+    Non-blocking: work on the legacy default stream (another library's) neither waits for it nor, during
+    a capture, joins or invalidates the capture."""
 
     def __init__(self):
         rt = runtime()
         self._rt = rt
-        self.handle = _call(rt.cudaStreamCreate())
+        self.handle = None
+        self.handle = _call(rt.cudaStreamCreateWithFlags(getattr(rt, "cudaStreamNonBlocking", 1)))
 
     @property
     def ptr(self) -> int:
@@ -134,12 +175,15 @@ class Stream:
             handle, self.handle = self.handle, None
             _call(self._rt.cudaStreamDestroy(handle))
 
+    def __del__(self):
+        _quietly(self.close)
+
 
 class Graph:
     """An instantiated CUDA graph; `launch(stream)` replays it."""
 
     def __init__(self, rt, graph):
-        self._rt, self._graph = rt, graph
+        self._rt, self._graph, self._exec = rt, graph, None
         try:
             self._exec = _call(rt.cudaGraphInstantiate(graph, 0))
         except CudaError:
@@ -154,3 +198,14 @@ class Graph:
             _call(self._rt.cudaGraphExecDestroy(self._exec))
             _call(self._rt.cudaGraphDestroy(self._graph))
             self._exec = self._graph = None
+
+    def __del__(self):
+        _quietly(self.close)
+
+
+def _quietly(release) -> None:
+    """Release on garbage collection: never raise there (at interpreter exit the driver may be gone)."""
+    try:
+        release()
+    except Exception:  # noqa: BLE001
+        pass

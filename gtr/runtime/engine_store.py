@@ -78,16 +78,36 @@ def logger(trt):
     return _LOGGER
 
 
+def tensorrt_cuda_major() -> int | None:
+    """The CUDA major version the installed TensorRT wheels are built for (tensorrt-cu12, -cu13, ...);
+    None where not known (JetPack's system TensorRT, a local build)."""
+    from importlib import metadata
+    for major in (11, 12, 13, 14, 15):
+        for dist in (f"tensorrt-cu{major}-libs", f"tensorrt-cu{major}"):
+            try:
+                metadata.version(dist)
+                return major
+            except metadata.PackageNotFoundError:
+                pass
+    return None
+
+
 def current_target(device: int | None = None) -> Target:
     """This machine's target (TensorRT version, GPU of `device`, default the current one)."""
     trt = import_tensorrt()
     from gtr.runtime import cuda
     try:
         cuda.runtime()
+        count = cuda.device_count()
     except cuda.CudaError as e:  # gtr's TensorRT backend manages device memory through cuda-python
         raise EngineError(f"{e}; gtr needs it beside TensorRT") from None
-    if cuda.device_count() == 0:
+    if count == 0:
         raise EngineError("no CUDA GPU found: TensorRT engines need an NVIDIA GPU and its driver")
+    driver, _ = cuda.versions()
+    major = tensorrt_cuda_major()
+    if major and driver and driver // 1000 < major:  # TensorRT would fail later with "CUDA initialization failure"
+        raise EngineError(cuda.driver_mismatch(driver, major * 1000, f"TensorRT {trt.__version__}",
+                                               f"tensorrt-cu{driver // 1000}"))
     try:
         if device is not None:
             cuda.set_device(device)
@@ -154,6 +174,15 @@ def _fits(bundle: Bundle, comp: str, entry: dict) -> bool:
         and all(any(p.covers(s) for p in profiles) for s in shapes)
 
 
+def usable_engine(bundle: Bundle, comp: str, target: Target) -> dict | None:
+    """The bundle's engine entry for `comp` that runs here: its key names this target and it fits the
+    bundle's graph and shapes (the stored id is not trusted on its own). None when there is none."""
+    for e in engine_entries(bundle):
+        if e["component"] == comp and _target_of(e["key"]) == target and _fits(bundle, comp, e):
+            return e
+    return None
+
+
 def find_engines(bundle: Bundle, target: Target) -> tuple[dict, str | None]:
     """({component: entry} of engines that run here, None), or ({}, the reason in one line)."""
     entries = engine_entries(bundle)
@@ -162,12 +191,11 @@ def find_engines(bundle: Bundle, target: Target) -> tuple[dict, str | None]:
         return {}, f"{name} has no TensorRT engines (build them with: gtr-build {name})"
     found, missing = {}, []
     for comp in components(bundle):
-        for e in entries:
-            if e["component"] == comp and _target_of(e["key"]) == target and _fits(bundle, comp, e):
-                found[comp] = e
-                break
-        else:
+        e = usable_engine(bundle, comp, target)
+        if e is None:
             missing.append(comp)
+        else:
+            found[comp] = e
     if not missing:
         return found, None
     built_for = sorted({_target_of(e["key"]).describe() for e in entries})

@@ -12,14 +12,12 @@ min/max span it. A shape no profile covers (another --batch than the export batc
 that doubles the backbone rows) runs on the `fallback` components (ONNX Runtime) when there are any,
 with a one-line note, else is an EngineError.
 
-The head loop of one AR step (`diffuse`) stays on the device: the step's timesteps, coefficients and
-noise for all its calls are packed on the host as [calls, rows] blocks (256-byte aligned) and uploaded
-once, z once per distinct row count, x goes into two device buffers that the calls ping-pong between
-(x_prev of one call is the x of the next), and only the final x is copied back. Each distinct call
-pattern (graph, rows per call) keeps its own buffers, so its addresses are fixed: its first run is
-eager (TensorRT wants one run after a context's shapes are set before it is captured), the second is
-captured into a CUDA graph, and later ones replay it. Capture is used only when every context of the
-loop has an exact profile, i.e. fixed shapes; otherwise, or if capture fails, the loop runs eagerly.
+The head loop of one AR step (`diffuse`) stays on the device, and from its second run replays as a
+CUDA graph checked against an eager run: gtr.runtime.trt_head_loop.
+
+Every TensorRT call that can fail (profile selection, which raises RuntimeError; shapes and addresses,
+which return False; enqueue) becomes an EngineError in one line. `close()` (or collection) frees the
+device memory, graphs, contexts and engines, in that order.
 """
 from __future__ import annotations
 
@@ -28,22 +26,18 @@ import sys
 
 import numpy as np
 
+from gtr.errors import first_line
 from gtr.runtime import cuda
 from gtr.runtime.bundle import Bundle, read_bundle
 from gtr.runtime.engine_store import EngineError, current_target, find_engines, import_tensorrt, logger
+from gtr.runtime.head_inputs import head_graph, nocfg_on_cfg_graph
+from gtr.runtime.trt_head_loop import ContextBudget, HeadLoop
 
-ALIGN = 256  # bytes; device addresses handed to TensorRT are kept 256-byte aligned
+CAPTURE_CONTEXTS = 1024  # execution contexts that captured head loops may create per components object
 
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr)
-
-
-def _blocks(n: int, elems: int, dtype) -> tuple[np.ndarray, int]:
-    """Zeroed [n, S] host array whose rows start ALIGN bytes apart (S >= elems); and that stride in bytes."""
-    itemsize = np.dtype(dtype).itemsize
-    stride = -(-elems * itemsize // ALIGN) * ALIGN
-    return np.zeros((n, stride // itemsize), dtype), stride
 
 
 _DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64, "INT8": np.int8,
@@ -96,31 +90,43 @@ class _Engine:
     def exact(self, p: int) -> bool:
         return all(lo == hi for lo, _, hi in self.profiles[p].values())
 
+    def _call(self, what: str, fn, *args):
+        """One TensorRT call; False or an exception (the bindings raise RuntimeError for some) -> EngineError."""
+        try:
+            ok = fn(*args)
+        except Exception as e:  # noqa: BLE001 - pybind11 raises RuntimeError, TypeError, ValueError
+            raise EngineError(f"the {self.component!r} TensorRT engine: {what} failed ({first_line(e)})") from None
+        if ok is False:
+            raise EngineError(f"the {self.component!r} TensorRT engine: {what} failed (see TensorRT's log above)")
+        return ok
+
+    def new_context(self, p: int, scratch: cuda.Buffer, stream: cuda.Stream):
+        """A fresh execution context on profile p, using the shared scratch memory."""
+        ctx = self._call("creating an execution context", self.engine.create_execution_context,
+                         self.trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+        if ctx is None:
+            raise EngineError(f"TensorRT could not create an execution context for the {self.component!r} engine")
+        self._call("setting its device memory", ctx.set_device_memory, scratch.ptr, scratch.nbytes)
+        self._call(f"selecting profile {p}", ctx.set_optimization_profile_async, p, stream.ptr)
+        return ctx
+
     def context(self, p: int, scratch: cuda.Buffer, stream: cuda.Stream):
+        """The shared (eager) context of profile p, made on first use."""
         ctx = self.contexts.get(p)
         if ctx is None:
-            ctx = self.engine.create_execution_context(self.trt.ExecutionContextAllocationStrategy.USER_MANAGED)
-            if ctx is None:
-                raise EngineError(f"TensorRT could not create an execution context for the {self.component!r} engine")
-            ctx.set_device_memory(scratch.ptr, scratch.nbytes)
-            if not ctx.set_optimization_profile_async(p, stream.ptr):
-                raise EngineError(f"TensorRT could not select profile {p} of the {self.component!r} engine")
-            self.contexts[p] = ctx
+            ctx = self.contexts[p] = self.new_context(p, scratch, stream)
         return ctx
 
     def set_shapes(self, ctx, shapes: dict) -> None:
         for n, shape in shapes.items():
-            if not ctx.set_input_shape(n, tuple(shape)):
-                raise EngineError(f"the {self.component!r} engine refuses shape {tuple(shape)} for {n!r}")
+            self._call(f"shape {tuple(shape)} for {n!r}", ctx.set_input_shape, n, tuple(shape))
 
-    @staticmethod
-    def set_addresses(ctx, addresses: dict) -> None:
+    def set_addresses(self, ctx, addresses: dict) -> None:
         for n, ptr in addresses.items():
-            ctx.set_tensor_address(n, int(ptr))
+            self._call(f"binding {n!r}", ctx.set_tensor_address, n, int(ptr))
 
     def enqueue(self, ctx, stream: cuda.Stream) -> None:
-        if not ctx.execute_async_v3(stream.ptr):
-            raise EngineError(f"TensorRT failed to run the {self.component!r} engine (see its log above)")
+        self._call("running it", ctx.execute_async_v3, stream.ptr)
 
 
 class TensorRTComponents:
@@ -133,6 +139,7 @@ class TensorRTComponents:
 
     def __init__(self, bundle, engines: dict | None = None, device: int | None = None, fallback=None,
                  log=_stderr):
+        self._engines, self._loops, self._buffers = {}, {}, {}  # what close() frees, even after a failed init
         trt = import_tensorrt()
         if isinstance(bundle, (str, os.PathLike)):
             bundle = read_bundle(bundle)
@@ -148,11 +155,11 @@ class TensorRTComponents:
         self._noted = set()
         self.stream = cuda.Stream()
         runtime = trt.Runtime(logger(trt))
-        self._engines = {c: _Engine(trt, runtime, c, bundle.member(e["member"])) for c, e in engines.items()}
         self._runtime = runtime  # engines must not outlive their runtime
+        for c, e in engines.items():
+            self._engines[c] = _Engine(trt, runtime, c, bundle.member(e["member"]))
         self._scratch = cuda.Buffer(max(e.memory for e in self._engines.values()))
-        self._buffers: dict[tuple[str, str], cuda.Buffer] = {}
-        self._loops: dict[tuple, _HeadLoop] = {}
+        self._budget = ContextBudget(CAPTURE_CONTEXTS)
 
     # ---- display
 
@@ -166,6 +173,14 @@ class TensorRTComponents:
 
     def has_graph(self, name: str) -> bool:
         return name in self._engines
+
+    def _engine(self, name: str) -> "_Engine":
+        self._check_open()
+        return self._engines[name]
+
+    def _check_open(self) -> None:
+        if not self._engines:
+            raise EngineError("these TensorRT components are closed; load the bundle again")
 
     # ---- plain calls: upload, run, copy back
 
@@ -188,7 +203,7 @@ class TensorRTComponents:
         return fallback_call()
 
     def _run(self, comp: str, feeds: dict, fallback_call) -> np.ndarray:
-        eng = self._engines[comp]
+        eng = self._engine(comp)
         arrays = {n: np.ascontiguousarray(feeds[n], dtype=eng.dtypes[n]) for n in eng.inputs}
         p = eng.profile_for({n: a.shape for n, a in arrays.items()})
         if p is None:
@@ -214,18 +229,20 @@ class TensorRTComponents:
         return self._run("vae_decoder", {"tokens": tokens}, lambda: self.fallback.decode(tokens))
 
     def _head_name(self, cfg: bool) -> str:
-        if cfg:
-            if "head" not in self._engines:
-                raise EngineError(f"{self.bundle.path}: this bundle has no CFG head engine; re-export with --cfg")
-            return "head"
-        # Without a no-CFG engine, the CFG engine with duplicated z and weight 1 computes the same step.
-        return "head_nocfg" if "head_nocfg" in self._engines else "head"
+        self._check_open()
+        name = head_graph(self.has_graph, cfg)
+        if name is None:
+            raise EngineError(f"{self.bundle.path}: this bundle has no CFG head engine; re-export with --cfg")
+        return name
 
     def head_step(self, x, t, z, coef, cfg_weight, noise):
         r = x.shape[0]
         cfg = z.shape[0] == 2 * r
         name = self._head_name(cfg)
-        zz, ww = (np.concatenate([z, z]), np.ones((r, 1), np.float32)) if name == "head" and not cfg else (z, cfg_weight)
+        zz, ww = z, cfg_weight
+        if name == "head" and not cfg:
+            zz, w = nocfg_on_cfg_graph(z)
+            ww = np.full((r, 1), w, np.float32)
         feeds = {"x": x, "t": t, "z": zz, "coef": coef, "cfg_weight": ww, "noise": noise}
         return self._run(name, feeds, lambda: self.fallback.head_step(x, t, z, coef, cfg_weight, noise))
 
@@ -236,8 +253,8 @@ class TensorRTComponents:
         R, c = x.shape
         cfg = z.shape[0] == 2 * R
         name = self._head_name(cfg)
-        zz, w = (np.concatenate([z, z]), 1.0) if name == "head" and not cfg else (z, cfg_weight)
-        eng = self._engines[name]
+        zz, w = nocfg_on_cfg_graph(z) if name == "head" and not cfg else (z, cfg_weight)
+        eng = self._engine(name)
         rows = tuple(call.rows for call in calls)
         ncoef = calls[0].coef.shape[1]
         D = zz.shape[1]
@@ -256,136 +273,38 @@ class TensorRTComponents:
         key = (name, R, c, D, ncoef, rows)
         loop = self._loops.get(key)
         if loop is None:
-            loop = self._loops[key] = _HeadLoop(self, eng, rows, profiles, R, c, D, ncoef, two, shapes)
+            loop = self._loops[key] = HeadLoop(eng, self.stream, self._scratch, rows, profiles, R, c, D, ncoef, two,
+                                               shapes, self._budget, self.log)
         x[...] = loop.run(x, zz, calls, w, step_noise)
         return x
 
     # ---- lifetime
 
     def close(self) -> None:
+        """Free graphs, contexts, engines and device memory (in that order); idempotent, also run on collection."""
         for loop in self._loops.values():
             loop.close()
         self._loops.clear()
         for eng in self._engines.values():
-            eng.contexts.clear()  # contexts go before the memory they use
+            eng.contexts.clear()  # contexts go before their engine and the memory they use
+        self._engines.clear()
+        self._runtime = None
         for buf in self._buffers.values():
             buf.free()
-        self._scratch.free()
-        self.stream.close()
+        self._buffers.clear()
+        if getattr(self, "_scratch", None) is not None:
+            self._scratch.free()
+        if getattr(self, "stream", None) is not None:
+            self.stream.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - at interpreter exit the driver or modules may be gone
+            pass
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
-
-
-class _HeadLoop:
-    """Device buffers, bindings and (after the first run) the CUDA graph of one head-call pattern."""
-
-    def __init__(self, owner: TensorRTComponents, eng: _Engine, rows: tuple, profiles: dict, R: int, c: int, D: int,
-                 ncoef: int, two: bool, shapes):
-        self.owner, self.eng, self.rows, self.profiles = owner, eng, rows, profiles
-        self.R, self.c, self.two, self.shapes = R, c, two, shapes
-        n = len(rows)
-        self.t, self.t_stride = _blocks(n, R, eng.dtypes["t"])
-        self.coef, self.coef_stride = _blocks(n, R * ncoef, eng.dtypes["coef"])
-        self.noise, self.noise_stride = _blocks(n, R * c, eng.dtypes["noise"])
-        self.w = np.zeros((R, 1), np.float32)
-        # z of each distinct active prefix r ([:r] and, with CFG, [R:R + r]), one aligned block each
-        self.z_rows = {r: (2 * r if two else r) for r in sorted(set(rows))}
-        self.z_offset, offset = {}, 0
-        for r, zr in self.z_rows.items():
-            self.z_offset[r] = offset
-            offset += -(-zr * D * 4 // ALIGN) * ALIGN
-        self.z = np.zeros(offset // 4, np.float32)
-        self.D = D
-        self.dev = {k: cuda.Buffer(a.nbytes) for k, a in
-                    (("t", self.t), ("coef", self.coef), ("noise", self.noise), ("w", self.w), ("z", self.z))}
-        self.xa, self.xb = cuda.Buffer(R * c * 4), cuda.Buffer(R * c * 4)
-        self.out = self.xb if n % 2 else self.xa  # where the last call writes
-        self.capturable = all(eng.exact(p) for p in profiles.values())
-        self.graph = None
-        self.runs = 0
-
-    def _fill(self, x, z, calls, cfg_weight, step_noise) -> None:
-        R, c = self.R, self.c
-        self.noise[...] = 0
-        for j, call in enumerate(calls):
-            r = call.rows
-            self.t[j, :r] = call.t
-            self.coef[j, :call.coef.size] = call.coef.reshape(-1)
-            start = 0
-            for noise, i in zip(step_noise, call.noise_index):
-                g = noise.shape[1] * c
-                if i >= 0:
-                    self.noise[j, start:start + g] = noise[i].reshape(-1)
-                start += g
-        self.w[...] = cfg_weight
-        for r, zr in self.z_rows.items():
-            prefix = np.concatenate([z[:r], z[R:R + r]]) if self.two else z[:r]
-            o = self.z_offset[r] // 4
-            self.z[o:o + zr * self.D] = prefix.reshape(-1)
-
-    def _enqueue(self) -> None:
-        """Enqueue every call of the loop on the stream (eagerly, or into a capture)."""
-        owner, eng = self.owner, self.eng
-        ptr = {k: b.ptr for k, b in self.dev.items()}
-        src, dst = self.xa, self.xb
-        for j, r in enumerate(self.rows):
-            ctx = eng.context(self.profiles[r], owner._scratch, owner.stream)
-            s = self.shapes(r)
-            at = {"x": src.ptr, "t": ptr["t"] + j * self.t_stride, "z": ptr["z"] + self.z_offset[r],
-                  "coef": ptr["coef"] + j * self.coef_stride, "cfg_weight": ptr["w"],
-                  "noise": ptr["noise"] + j * self.noise_stride}
-            eng.set_shapes(ctx, {n: s[n] for n in eng.inputs})
-            eng.set_addresses(ctx, {**{n: at[n] for n in eng.inputs}, eng.outputs[0]: dst.ptr})
-            eng.enqueue(ctx, owner.stream)
-            src, dst = dst, src
-
-    def _capture(self) -> bool:
-        """Record the loop into a CUDA graph; False (and never again) when that does not work."""
-        stream = self.owner.stream
-        stream.begin_capture()
-        try:
-            self._enqueue()
-        except (EngineError, cuda.CudaError):
-            try:
-                stream.end_capture().close()
-            except cuda.CudaError:
-                pass  # the capture was invalidated; ending it is all that was needed
-            self.capturable = False
-            return False
-        try:
-            self.graph = stream.end_capture()
-        except cuda.CudaError:
-            self.capturable = False
-            return False
-        return True
-
-    def run(self, x, z, calls, cfg_weight, step_noise) -> np.ndarray:
-        stream = self.owner.stream
-        self._fill(x, z, calls, cfg_weight, step_noise)
-        x0 = np.ascontiguousarray(x, dtype=np.float32)
-        for k in ("t", "coef", "noise", "w", "z"):
-            stream.upload(self.dev[k].ptr, getattr(self, k))
-        stream.upload(self.xa.ptr, x0)
-        stream.upload(self.xb.ptr, x0)  # rows that join later read their initial x from either buffer
-        if self.graph is None and self.capturable and self.runs >= 1:
-            self._capture()
-        if self.graph is not None:
-            self.graph.launch(stream)
-        else:
-            self._enqueue()
-        self.runs += 1
-        out = np.empty((self.R, self.c), np.float32)
-        stream.download(out, self.out.ptr)
-        stream.sync()
-        return out
-
-    def close(self) -> None:
-        if self.graph is not None:
-            self.graph.close()
-            self.graph = None
-        for b in (*self.dev.values(), self.xa, self.xb):
-            b.free()
