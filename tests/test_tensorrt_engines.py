@@ -15,6 +15,7 @@ from gtr.export.exporter import static_shapes
 from gtr.export.onnx_export import io_specs
 from gtr.plan import build_plan, preset_names
 from gtr.runtime import engine_store
+from gtr.errors import DeviceError
 from gtr.runtime.bundle import BundleError, read_bundle, write_bundle
 from gtr.runtime.engine_store import (ENGINE_MEMBER, EngineError, Target, engine_entries, engine_key, find_engines,
                                       graph_digest, key_id, write_with_engines)
@@ -55,6 +56,8 @@ def test_profiles_cover_every_static_shape(preset, batch):
         profiles = derive_profiles(shapes)
         unique = {tuple(sorted(s.items())) for s in shapes}
         assert 1 <= len(profiles) <= MAX_PROFILES
+        # issue 20 item 4: a shape with an empty dimension (K = 0) is never inside a range profile
+        assert all(p.exact for p in profiles if 0 in p.min.values())
         if len(unique) <= MAX_PROFILES:  # one exact profile per shape
             assert len(profiles) == len(unique) and all(p.exact for p in profiles)
         for p in profiles:
@@ -73,14 +76,18 @@ def test_grouping_of_many_shapes():
     shapes = static_shapes([build_plan("mar-256", (16, 16), cfg=3.0)], 1)["backbone"]
     assert len(shapes) == 256
     profiles = derive_profiles(shapes)
-    assert len(profiles) == MAX_PROFILES and not any(p.exact for p in profiles)
-    # runs of consecutive AR steps (K grows), 16 shapes each, every shape inside its run's span
+    assert len(profiles) == MAX_PROFILES
+    # the first AR step (K = 0, empty tensors) has its own exact profile; the other 255 shapes are runs of
+    # consecutive AR steps (K grows), every shape inside its run's span
+    assert profiles[0].exact and profiles[0].opt["K"] == 0
+    assert not any(p.exact for p in profiles[1:])
     assert [p.min["K"] for p in profiles] == sorted(p.min["K"] for p in profiles)
     assert all(sum(p.covers(s) for p in profiles) >= 1 for s in shapes)
     assert all(select(profiles, p.opt) == i for i, p in enumerate(profiles))
-    assert [len(derive_profiles(shapes, m)) for m in (1, 7, 300)] == [1, 7, 256]
-    one = derive_profiles(shapes, 1)[0]
-    assert one.min["K"] == 0 and one.max["K"] == max(s["K"] for s in shapes)
+    assert [len(derive_profiles(shapes, m)) for m in (1, 2, 7, 300)] == [2, 2, 7, 256]
+    empty, rest = derive_profiles(shapes, 1)
+    assert empty.exact and empty.opt["K"] == 0
+    assert rest.min["K"] == 1 and rest.max["K"] == max(s["K"] for s in shapes)
     with pytest.raises(ValueError):
         derive_profiles(shapes, 0)
     p = Profile({"r": 2, "r2": 4}, {"r": 3, "r2": 6}, {"r": 5, "r2": 10})
@@ -222,22 +229,22 @@ def with_engines(tiny_bundle, tmp_path):
 
 
 def test_backend_selection(tiny_bundle, with_engines, monkeypatch):
-    from gtr.backends import make_components
+    from gtr.runtime.backends import make_components
     from gtr.runtime.onnx_backend import OnnxComponents
     notes = []
     for path, backend in ((tiny_bundle, "onnxruntime"), (tiny_bundle, "auto"), (with_engines, "onnxruntime")):
-        comps, same = make_components(read_bundle(path), backend, "cpu", log=notes.append)
-        assert isinstance(comps, OnnxComponents) and same.path == path
-    comps, _ = make_components(read_bundle(tiny_bundle), "auto", "auto", log=notes.append)
+        comps = make_components(read_bundle(path), backend, "cpu", log=notes.append)
+        assert isinstance(comps, OnnxComponents) and comps.bundle.path == path
+    comps = make_components(read_bundle(tiny_bundle), "auto", "auto", log=notes.append)
     assert isinstance(comps, OnnxComponents) and notes == []  # no engines: onnxruntime, nothing to say
     with pytest.raises(EngineError, match="cannot run with --device cpu"):
         make_components(read_bundle(with_engines), "tensorrt", "cpu")
-    with pytest.raises(ValueError):
+    with pytest.raises(DeviceError):
         make_components(read_bundle(with_engines), "trt")
 
     # TensorRT "there" (its target faked; nothing is built or run): engines for another GPU are not used
     monkeypatch.setattr(engine_store, "current_target", lambda device=None: RTX)
-    comps, _ = make_components(read_bundle(with_engines), "auto", "auto", log=notes.append)
+    comps = make_components(read_bundle(with_engines), "auto", "auto", log=notes.append)
     assert isinstance(comps, OnnxComponents)
     assert len(notes) == 1 and "not for this NVIDIA GeForce RTX 4090" in notes[0] and "ONNX Runtime" in notes[0]
     with pytest.raises(EngineError, match="has TensorRT engines for Orin .sm 8.7. with TensorRT 10.3.0, not for"):
@@ -248,15 +255,13 @@ def test_backend_selection(tiny_bundle, with_engines, monkeypatch):
 
 @needs_no_tensorrt
 def test_without_tensorrt(tiny_bundle, with_engines, tmp_path):
-    from gtr.backends import make_components
+    from gtr.runtime.backends import make_components
     from gtr.runtime.onnx_backend import OnnxComponents
     with pytest.raises(EngineError, match=r"TensorRT is not installed: pip install 'gtr-mar\[tensorrt\]'"):
         make_components(read_bundle(tiny_bundle), "tensorrt")
     notes = []
-    comps, _ = make_components(read_bundle(with_engines), "auto", log=notes.append)
+    comps = make_components(read_bundle(with_engines), "auto", log=notes.append)
     assert isinstance(comps, OnnxComponents) and len(notes) == 1 and "gtr-mar[tensorrt]" in notes[0]
-    comps, _ = make_components(read_bundle(tiny_bundle), "auto", rebuild=True, log=notes.append)
-    assert isinstance(comps, OnnxComponents) and len(notes) == 2
 
     # gtr-run --backend tensorrt: one line, nothing written
     out = tmp_path / "x.png"
@@ -303,28 +308,170 @@ def test_engines_do_not_change_the_run_record(tiny_bundle, with_engines):
     assert a.fingerprint() == b.fingerprint()
 
 
-def test_polygraphy_comparison(tiny_bundle, plans):
-    """gtr-check --backend tensorrt's comparison, exercised with two onnxruntime runners (one skewed)."""
-    pytest.importorskip("polygraphy")
+def test_engine_check_uses_the_bundle_rule(tiny_bundle, plans):
+    """gtr-check --backend tensorrt's comparison, exercised with onnxruntime runners (one skewed): the rule is
+    gtr.runtime.fidelity's for the bundle's precision (issue 20 item 8), so an image offset of 0.08 (about
+    28 dB) fails an fp16 bundle (30 dB) and passes an int8 one (25 dB), as on ONNX Runtime."""
     from gtr.engines.check import compare_backends
+    from gtr.runtime.fidelity import image_psnr, sample_passes
     from gtr.runtime.onnx_backend import OnnxComponents
+    from gtr.runtime.sampler import sample
     b = read_bundle(tiny_bundle)
     plan = build_plan("gtr", TINY.grid, cfg=3.0, t_rec=2, t_gen_max=3, t_gen_min=2, t_detail=3)
 
     class Skewed(OnnxComponents):
         def decode(self, tokens):
-            return super().decode(tokens) + 0.3
+            return super().decode(tokens) + 0.08
 
-    lines = []
     ort = OnnxComponents(b, providers=["CPUExecutionProvider"])
-    ok = compare_backends({"a": ort, "b": ort, "skewed": Skewed(b, providers=["CPUExecutionProvider"])}, [plan],
-                          [1], 0, b.config, "fp16", echo=lines.append)
-    assert not ok and len(lines) == 2
-    assert lines[0].startswith("gtr: a vs b: image mean |diff| 0.00e+00") and lines[0].endswith("PASS")
-    assert "a vs skewed" in lines[1] and lines[1].endswith("FAIL")
+    skewed = Skewed(b, providers=["CPUExecutionProvider"])
+    kw = dict(token_dim=b.config.token_dim, num_classes=b.config.num_classes)
+    psnr = image_psnr(sample(ort, plan, [1], 0, **kw).images, sample(skewed, plan, [1], 0, **kw).images)
+    assert 25 <= psnr < 30, psnr  # between the int8 and the fp16 bar
+    for precision in ("fp16", "int8"):
+        lines = []
+        ok = compare_backends({"a": ort, "b": ort, "skewed": skewed}, [plan], [1], 0, b.config, precision,
+                              echo=lines.append)
+        assert ok == sample_passes(precision, psnr) == (precision == "int8") and len(lines) == 2
+        assert lines[0].startswith("gtr: a vs b: PSNR inf dB") and lines[0].endswith("PASS")
+        assert "a vs skewed" in lines[1] and f"{psnr:.1f} dB" in lines[1]
+        assert lines[1].endswith("PASS" if precision == "int8" else "FAIL")
 
 
 @needs_no_tensorrt
 def test_check_tensorrt_without_tensorrt(tiny_bundle):
     line = one_line_error(run("check", tiny_bundle, "--backend", "tensorrt", "--plan", "gtr"))
     assert "pip install 'gtr-mar[tensorrt]'" in line
+
+
+# ------------------------------------------------------------------------ gtr-build with a stub builder
+
+def _stub_build(monkeypatch, target=ORIN):
+    """gtr.engines.build with TensorRT and the GPU stubbed: build_engine returns placeholder bytes and
+    records which components it was asked to build."""
+    from gtr.engines import build
+    asked = []
+
+    def build_engine(trt, bundle, comp, profiles, workspace_mb, cache):
+        asked.append(comp)
+        return b"stub engine " + comp.encode()
+
+    monkeypatch.setattr(build, "import_tensorrt", lambda: object())
+    monkeypatch.setattr(build, "current_target", lambda device=None: target)
+    monkeypatch.setattr(build, "build_engine", build_engine)
+    return build, asked
+
+
+def test_build_skips_only_engines_that_would_run(tiny_bundle, with_engines, tmp_path, monkeypatch):
+    """Issue 20 item 2: "in the bundle already" means the runtime would use it (key names this target and
+    it fits), not that an entry with the expected id exists. Engines whose key says another GPU (with
+    the id left as it was) or a stale graph digest are rebuilt; afterwards the run finds them all."""
+    build, asked = _stub_build(monkeypatch)
+    lines = []
+    summary = build.build_engines(with_engines, tmp_path / "same.plan", cache_dir=tmp_path, log=lines.append)
+    assert asked == [] and summary["built"] == [] and len(summary["cached"]) == len(engine_store.components(
+        read_bundle(with_engines)))
+
+    for change in (lambda e: dict(e, key=dict(e["key"], gpu="Some Other GPU")),   # another GPU, same id
+                   lambda e: dict(e, key=dict(e["key"], graph="0" * 64))):        # a stale graph, same id
+        b = read_bundle(with_engines)
+        manifest = {k: v for k, v in b.manifest.items() if k not in ("format", "format_version", "members")}
+        manifest["engines"] = [change(e) for e in manifest["engines"]]
+        path = tmp_path / "changed.plan"
+        write_bundle(path, manifest, {n: b.member(n) for n in b.member_names})
+        assert find_engines(read_bundle(path), ORIN)[1] is not None  # the run refuses them
+        asked.clear()
+        lines.clear()
+        summary = build.build_engines(path, cache_dir=tmp_path, log=lines.append)
+        assert asked == engine_store.components(b) and summary["cached"] == []
+        assert not any("up to date" in line for line in lines)
+        found, reason = find_engines(read_bundle(path), ORIN)
+        assert reason is None and all(bytes(read_bundle(path).member(e["member"])).startswith(b"stub engine")
+                                      for e in found.values())
+
+
+class _StubConfig:
+    def __init__(self):
+        self.cleared, self.profiles = [], []
+
+    def clear_flag(self, flag):
+        self.cleared.append(flag)
+
+    def set_memory_pool_limit(self, pool, size):
+        pass
+
+    def create_timing_cache(self, data):
+        return object()
+
+    def set_timing_cache(self, cache, ignore_mismatch):
+        return True
+
+    def get_timing_cache(self):
+        return type("Cache", (), {"serialize": lambda self: b"cache"})()
+
+    def add_optimization_profile(self, profile):
+        self.profiles.append(profile)
+        return len(self.profiles) - 1
+
+
+def _stub_tensorrt(configs):
+    import types
+
+    class Network:
+        def __init__(self, names):
+            self.names = names
+            self.num_inputs = len(names)
+
+        def get_input(self, i):
+            return types.SimpleNamespace(name=self.names[i])
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            return Network(Builder.inputs)
+
+        def create_builder_config(self):
+            configs.append(_StubConfig())
+            return configs[-1]
+
+        def create_optimization_profile(self):
+            return types.SimpleNamespace(set_shape=lambda *a: None)
+
+        def build_serialized_network(self, network, config):
+            return b"serialized"
+
+    class OnnxParser:
+        def __init__(self, network, logger):
+            pass
+
+        def parse_from_file(self, path):
+            return True
+
+    trt = types.SimpleNamespace(Builder=Builder, OnnxParser=OnnxParser, Logger=lambda level: object(),
+                                NetworkDefinitionCreationFlag=types.SimpleNamespace(STRONGLY_TYPED=0),
+                                BuilderFlag=types.SimpleNamespace(TF32="TF32"),
+                                MemoryPoolType=types.SimpleNamespace(WORKSPACE="WORKSPACE"))
+    trt.Logger.WARNING = 2
+    return trt, Builder
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_fp32_engines_build_without_tf32(tiny_bundle, tmp_path, precision, monkeypatch):
+    """Issue 20 item 5: TensorRT allows TF32 for fp32 tensors by default; an fp32 bundle's engines are built
+    with it cleared (the fp32 tolerances assume fp32 arithmetic); other precisions leave the flags alone."""
+    from gtr.engines.build import TimingCache, build_engine
+    monkeypatch.setattr(engine_store, "_LOGGER", None)
+    b = read_bundle(tiny_bundle)
+    manifest = {k: v for k, v in b.manifest.items() if k not in ("format", "format_version", "members")}
+    path = tmp_path / f"{precision}.plan"
+    write_bundle(path, dict(manifest, precision=precision), {n: b.member(n) for n in b.member_names})
+    b = read_bundle(path)
+    configs = []
+    trt, Builder = _stub_tensorrt(configs)
+    Builder.inputs = [i["name"] for i in b.graphs["head"]["inputs"]]
+    data = build_engine(trt, b, "head", derive_profiles(b.graphs["head"]["static_shapes"]), None,
+                        TimingCache(tmp_path / "t.cache"))
+    assert data == b"serialized" and len(configs) == 1
+    assert configs[0].cleared == (["TF32"] if precision == "fp32" else [])

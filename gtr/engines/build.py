@@ -4,8 +4,11 @@ For each graph (backbone, head, head_nocfg when present, vae_decoder): parse the
 with its weights, as a strongly typed network (precision comes from the graph's own types and casts:
 TensorRT 11 has no builder precision flags, and 10 does not need them), add the optimization profiles
 derived from the manifest's static shapes (gtr.runtime.profiles), build, and store the engine in the
-bundle under its cache key (gtr.runtime.engine_store). An engine already in the bundle under the same
-key is kept (`force` rebuilds it). The timing cache (kernel timings, the slow part of a build) is
+bundle under its cache key (gtr.runtime.engine_store). An engine the bundle already has is kept only
+when the runtime would use it: its key names this TensorRT and GPU and it fits the bundle's graph and
+shapes (engine_store.usable_engine, the rule the run applies; a stored id alone proves nothing);
+`force` rebuilds it. fp32 bundles build with TF32 off: TensorRT allows TF32 for fp32 tensors by
+default, and fp32's tolerances assume fp32 arithmetic. The timing cache (kernel timings, the slow part of a build) is
 loaded before and saved after every engine, one file per TensorRT version and GPU.
 
 TensorRT is imported lazily; `describe` (gtr-build --dry-run) needs neither TensorRT nor a GPU.
@@ -19,8 +22,9 @@ import time
 from pathlib import Path
 
 from gtr.runtime.bundle import Bundle, read_bundle
-from gtr.runtime.engine_store import (ENGINE_MEMBER, EngineError, Target, components, current_target, engine_entries,
-                                      engine_key, graph_digest, import_tensorrt, key_id, logger, write_with_engines)
+from gtr.runtime.engine_store import (ENGINE_MEMBER, EngineError, Target, components, current_target, engine_key,
+                                      graph_digest, import_tensorrt, key_id, logger, usable_engine,
+                                      write_with_engines)
 from gtr.runtime.files import atomic_write_bytes
 from gtr.runtime.profiles import MAX_PROFILES, Profile, derive_profiles, profile_dims
 
@@ -49,7 +53,6 @@ def describe(bundle: Bundle, max_profiles: int = MAX_PROFILES, device: int | Non
     """What a build would do (gtr-build --dry-run): per component its profiles and engine cache key."""
     target, why = probe_target(device)
     profiles = plan_profiles(bundle, max_profiles)
-    have = {(e["component"], e["id"]) for e in engine_entries(bundle)}
     echo(f"{bundle.path}: {len(profiles)} engine(s), {bundle.precision} graphs, strongly typed; "
          f"target {target.describe() if target else 'unknown here (' + why + ')'}")
     for comp, profs in profiles.items():
@@ -64,7 +67,8 @@ def describe(bundle: Bundle, max_profiles: int = MAX_PROFILES, device: int | Non
             continue
         key = engine_key(bundle, comp, profs, target)
         ident = key_id(comp, key)
-        state = "in the bundle already" if (comp, ident) in have else "to build"
+        present = usable_engine(bundle, comp, target)
+        state = f"in the bundle already as {present['id']}" if present else "to build"
         echo(f"  cache key: graph {digest[:16]}, TensorRT {target.tensorrt}, {target.gpu} "
              f"(sm {target.compute_capability}) -> engine {ident} ({state})")
 
@@ -115,6 +119,8 @@ def build_engine(trt, bundle: Bundle, comp: str, profiles, workspace_mb: int | N
             raise EngineError(f"TensorRT cannot parse the {comp!r} graph: "
                               f"{(errors[0].splitlines() or ['?'])[0] if errors else 'no error given'}")
         config = builder.create_builder_config()
+        if bundle.precision == "fp32":
+            config.clear_flag(trt.BuilderFlag.TF32)  # on by default; fp32 means fp32 arithmetic
         if workspace_mb:
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
         cache.attach(config)
@@ -151,15 +157,15 @@ def build_engines(path, out=None, *, workspace_mb: int | None = None, timing_cac
         cache_dir = gtr_home() / "tensorrt"
     cache_path = Path(timing_cache) if timing_cache else Path(cache_dir) / f"{target.slug()}.timing-cache"
     cache = TimingCache(cache_path)
-    have = {(e["component"], e["id"]) for e in engine_entries(bundle)}
     built, cached = [], []
     try:
         for comp, profiles in plan_profiles(bundle, max_profiles).items():
             key = engine_key(bundle, comp, profiles, target)
             ident = key_id(comp, key)
-            if (comp, ident) in have and not force:
+            present = None if force else usable_engine(bundle, comp, target)
+            if present is not None:
                 cached.append(comp)
-                log(f"{comp}: engine {ident} is in the bundle already (--force rebuilds it)")
+                log(f"{comp}: engine {present['id']} is in the bundle already (--force rebuilds it)")
                 continue
             log(f"{comp}: building {len(profiles)} profile(s) for {target.describe()} ...")
             t = time.perf_counter()

@@ -12,6 +12,10 @@ of mar-256 256) build time and engine size grow with every profile, so the shape
 by their symbol values (the backbone's by B, then K, then n: consecutive AR steps), cut into
 `max_profiles` runs of consecutive shapes of near-equal length, and each run becomes one profile whose
 min and max span the run and whose opt is the run's middle shape, an exact shape of the plan.
+
+Shapes with an empty dimension (the backbone's first AR step has K = 0 visible tokens) always get their
+own exact profile, outside every range: an empty MatMul input, or int8 Q/DQ on an empty tensor, is a
+corner case kernels chosen for K = 1..n need not handle, and an exact profile builds it on its own.
 """
 from __future__ import annotations
 
@@ -71,11 +75,17 @@ def derive_profiles(static_shapes, max_profiles: int = MAX_PROFILES) -> list[Pro
     shapes = _unique(static_shapes)
     if len(shapes) <= max_profiles:
         return [Profile(s, s, s) for s in shapes]
+    empty = [s for s in shapes if 0 in s.values()]
+    profiles = [Profile(s, s, s) for s in empty]
+    shapes = [s for s in shapes if 0 not in s.values()]
+    if not shapes:
+        return profiles
+    runs = min(len(shapes), max(1, max_profiles - len(empty)))
     keys = list(shapes[0])
     ordered = sorted(shapes, key=lambda s: tuple(s[k] for k in keys))
-    size, extra = divmod(len(ordered), max_profiles)
-    profiles, start = [], 0
-    for i in range(max_profiles):
+    size, extra = divmod(len(ordered), runs)
+    start = 0
+    for i in range(runs):
         run = ordered[start:start + size + (i < extra)]
         start += len(run)
         profiles.append(Profile({k: min(s[k] for s in run) for k in keys}, dict(run[len(run) // 2]),
