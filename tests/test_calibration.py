@@ -188,3 +188,17 @@ def test_cli_int8_errors_and_inspect(bundles, tmp_path):
     assert r.exit_code == 0, r.output
     assert "calibration: max ranges, plans gtr, mar-16, classes [0, 3], seeds [10000]" in r.output
     assert "onnxruntime.quantization" in r.output and "[RANDOM WEIGHTS]" in r.output
+
+
+def test_int8_vae_decoder_weights_stored_fp16(bundles, tmp_path):
+    """The VAE decoder is not quantized; in int8 bundles its weights are stored fp16 (compute stays fp32)."""
+    a, f = read_bundle(bundles["int8"]), read_bundle(bundles["fp32"])
+    size = lambda b: b.manifest["members"]["vae_decoder.weights"]["length"]  # noqa: E731
+    assert 0.45 * size(f) <= size(a) <= 0.55 * size(f)
+    m = _graph_proto(bundles["int8"], "vae_decoder", tmp_path)
+    big = [t for t in m.graph.initializer if np.prod(t.dims) >= 4096]
+    assert big and all(t.data_type == 10 for t in big)  # FLOAT16
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+    produced_by = {o: n for n in m.graph.node for o in n.output}
+    small = {t.name for t in m.graph.initializer if np.prod(t.dims) < 4096}  # stay fp32 (a few bytes)
+    assert convs and all(n.input[1] in small or produced_by[n.input[1]].op_type == "Cast" for n in convs)

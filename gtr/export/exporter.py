@@ -34,7 +34,7 @@ from gtr.export.checker import check_graph, write_graph
 from gtr.export.graphs import OPSET, export_graph, graph_modules, reference_module
 from gtr.export.packing import pack_component
 from gtr.export.precision import PRECISION_NOTES, apply_precision, check_precision, store_fp16
-from gtr.export.progress import GiB, ExportGuard
+from gtr.export.progress import ExportGuard, peak_rss
 from gtr.export.verify import verify_graph
 from gtr.runtime.fidelity import tolerance
 
@@ -183,7 +183,7 @@ def export_bundle(config, model, vae, plans, batch: int, precision: str, out_pat
             with guard.step(f"{component}: weight packing"):
                 protos, blob, stats = pack_component(graphs, location, os.path.join(folder, location))
             say(f"  {component}.weights: packed {stats['blob_bytes'] / 2**20:.1f} MiB for {len(graphs)} graph(s) "
-                f"({time.perf_counter() - t:.1f} s, {guard.elapsed():.0f} s in all)")
+                f"({time.perf_counter() - t:.1f} s, {guard.elapsed():.0f} s in all, peak RSS {peak_rss() / 2**30:.1f} GiB)")
             packed[component] = (folder, location, protos, blob, [dataclasses.replace(g, weights={}) for g in graphs])
 
         fp32 = {}  # int8: the fp32 graphs calibration samples with
@@ -199,7 +199,8 @@ def export_bundle(config, model, vae, plans, batch: int, precision: str, out_pat
                         g = store_fp16(g)  # not quantized: stored fp16, computed in fp32
                 graphs.append(g)
                 say(f"  {name}: exported ({time.perf_counter() - t:.1f} s, {n_nodes} nodes"
-                    f"{', ' + precision if precision != 'fp32' else ''}{', weights fp16' if precision == 'int8' and name == 'vae_decoder' else ''})")
+                    f"{', ' + precision if precision != 'fp32' else ''}{', weights fp16' if precision == 'int8' and name == 'vae_decoder' else ''}, "
+                    f"peak RSS {peak_rss() / 2**30:.1f} GiB)")
                 del g
             if precision == "int8" and component != "vae_decoder":
                 for g in graphs:
@@ -249,7 +250,7 @@ def export_bundle(config, model, vae, plans, batch: int, precision: str, out_pat
                     entry["max_error"] = err
                     say(f"  {g.name}: checked {len(shapes[g.name])} shape(s) on onnxruntime CPU, max error "
                         f"{err:.2e} (tolerance {tol[g.name]:g}, {time.perf_counter() - t:.1f} s, "
-                        f"{guard.elapsed():.0f} s in all)")
+                        f"{guard.elapsed():.0f} s in all, peak RSS {peak_rss() / 2**30:.1f} GiB)")
                 graphs_manifest[g.name] = entry
 
         sources = dict(sources or {})
@@ -283,7 +284,8 @@ def export_bundle(config, model, vae, plans, batch: int, precision: str, out_pat
         t = time.perf_counter()
         with guard.step("writing the bundle"):
             size = write_bundle(out_path, manifest, members)
-        say(f"  wrote the bundle: {size / 2**20:.1f} MiB ({time.perf_counter() - t:.1f} s)")
+        say(f"  wrote the bundle: {size / 2**20:.1f} MiB ({time.perf_counter() - t:.1f} s, peak RSS "
+            f"{peak_rss() / 2**30:.1f} GiB)")
         members = {k: len(v) for k, v in members.items()}
         packed.clear()
     seconds = time.perf_counter() - t0
