@@ -24,7 +24,7 @@ PAGE = r"""<!doctype html>
   .row { display: flex; gap: 10px; } .row > div { flex: 1; }
   button { margin-top: 16px; background: #2a6fb0; color: #fff; border: 0; border-radius: 4px; padding: 8px; cursor: pointer; }
   button:disabled { background: #8aa; cursor: wait; }
-  #result { background: #fff; padding: 16px; border-radius: 6px; min-width: 300px; box-shadow: 0 1px 3px #0002; }
+  #result { background: #fff; padding: 16px; border-radius: 6px; width: 360px; box-shadow: 0 1px 3px #0002; }
   #image { width: 256px; height: 256px; image-rendering: pixelated; background: #ddd; display: block; }
   #status { margin-top: 10px; min-height: 1.4em; } .error { color: #b00020; }
   small { color: #666; }
