@@ -244,7 +244,7 @@ def export_bundle(config, model, vae, plans, batch: int, precision: str, out_pat
                     with guard.step(f"{g.name}: shape check"):
                         session = open_session(path)
                         err = verify_graph(g.name, session, reference_module(modules[g.name]), shapes[g.name], config,
-                                           plans, tol[g.name])
+                                           plans, tol[g.name], say=say)
                         del session
                     errors[g.name] = err
                     entry["max_error"] = err

@@ -55,12 +55,19 @@ def max_error(got: np.ndarray, ref: np.ndarray, row_gain: np.ndarray | None = No
     return float(diff.max(initial=0.0) / max(1.0, float(np.abs(ref).max(initial=0.0))))
 
 
+PROGRESS_SECONDS = 30.0  # at most one progress line this often
+
+
 def verify_graph(name: str, session, module, shapes: list[dict], config, plans, tolerance: float,
-                 seed: int = 0) -> float:
+                 seed: int = 0, say=None) -> float:
     """Run the graph (an onnxruntime session) and the torch module on random inputs for every static
-    shape; return the largest error (see `max_error`), raise ExportError above `tolerance`."""
+    shape; return the largest error (see `max_error`), raise ExportError above `tolerance`.
+    say: progress lines (shapes done, elapsed), at most one every PROGRESS_SECONDS."""
+    import time
+
     import torch
     rng = np.random.default_rng(seed)
+    t0 = last = time.perf_counter()
     in_names = [i.name for i in session.get_inputs()]
     worst, worst_shape = 0.0, None
     for shape in shapes:
@@ -73,6 +80,10 @@ def verify_graph(name: str, session, module, shapes: list[dict], config, plans, 
         err = max_error(got, ref, gain)
         if err >= worst:
             worst, worst_shape = err, shape
+        if say is not None and time.perf_counter() - last >= PROGRESS_SECONDS:
+            last = time.perf_counter()
+            say(f"  {name}: shape check {shapes.index(shape) + 1}/{len(shapes)}, max error so far {worst:.2e} "
+                f"({last - t0:.0f} s)")
     if not worst <= tolerance:
         raise ExportError(f"{name}: onnxruntime output differs from torch by {worst:.3g} (relative to scale) at "
                           f"shape {worst_shape}, above the tolerance {tolerance:g}")
