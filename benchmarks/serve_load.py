@@ -6,7 +6,7 @@ For every bundle two servers run at once on loopback (`gtr serve --max-batch 1` 
 and every client count is measured on both in alternating rounds (A B, then B A), so the two columns
 share the machine's state. A client sends one request (num_images 1, Accept: image/png, its own class
 and seed) at a time and the next when it is answered; a round makes `--requests-per-client` requests per
-client after a warm-up round, bounded by `--round-limit` seconds. images/s = answered images / wall time;
+client after a warm-up round, bounded by `--round-limit` seconds; `--rounds` rounds per cell. images/s = answered images / wall time;
 p50 / p99 are the latencies of every request of the cell (with a few hundred requests, p99 is close to
 the maximum).
 
@@ -146,8 +146,8 @@ def main():
     ap.add_argument("--max-batch", type=int, default=16, help="the batching server's --max-batch")
     ap.add_argument("--max-wait-ms", type=float, default=10.0)
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime threads per server")
-    ap.add_argument("--requests-per-client", default="12,4,2", help="per client count, in --clients order")
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--requests-per-client", default="6,3,2", help="per client count, in --clients order")
+    ap.add_argument("--rounds", default="4,4,2", help="rounds per mode and client count, in --clients order")
     ap.add_argument("--round-limit", type=float, default=60.0, help="seconds; a round stops issuing after it")
     ap.add_argument("--overload-clients", type=int, default=64)
     ap.add_argument("--overload-requests", type=int, default=2, help="requests per overload client")
@@ -157,6 +157,7 @@ def main():
 
     counts = [int(c) for c in args.clients.split(",")]
     per = [int(c) for c in args.requests_per_client.split(",")]
+    rounds_per = [int(c) for c in args.rounds.split(",")]
     extra = ["--threads", str(args.threads)] if args.threads else []
     result = dict(machine=dict(cpus=os.cpu_count(), python=platform.python_version(), platform=platform.platform()),
                   settings=vars(args), started=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), bundles={})
@@ -171,12 +172,12 @@ def main():
                                                        str(args.max_wait_ms), *extra)}
         cells: dict = {m: {} for m in modes}
         try:
-            for clients, per_client in zip(counts, per):
+            for clients, per_client, n_rounds in zip(counts, per, rounds_per):
                 rounds = {m: [] for m in modes}
                 for m, server in modes.items():  # warm-up: every batch shape this client count makes
                     asyncio.run(load_round(server.url, clients, 1, args.round_limit, num_classes, 900_000))
                 order = list(modes)
-                for r in range(args.rounds):
+                for r in range(n_rounds):
                     for m in (order if r % 2 == 0 else order[::-1]):
                         rounds[m].append(asyncio.run(load_round(modes[m].url, clients, per_client, args.round_limit,
                                                                 num_classes, 1000 * r)))

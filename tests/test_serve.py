@@ -212,6 +212,7 @@ def test_batcher_splits_large_requests_and_keeps_settings_apart():
     # big (5) + small (1) share the key: calls of 3 then 3; the cfg=1 request runs alone
     assert sorted(calls) == sorted([(3, "gtr", 2.0), (3, "gtr", 2.0), (1, "gtr", 1.0)])
     assert big.batch_sizes == [3, 3] and small.batch_sizes == [3] and other.batch_sizes == [1]
+    results = [np.stack(r) for r in results]  # one result per item
     assert [r.shape[0] for r in results] == [5, 1, 1]
     assert (results[0][:, 0, 0, 0] == 10).all() and results[1][0, 0, 0, 0] == 20 and results[2][0, 0, 0, 0] == 30
 

@@ -25,7 +25,6 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from gtr._version import __version__
 from gtr.configs import check_classes
@@ -163,8 +162,8 @@ def create_app(pipe, *, max_batch: int = 16, max_wait_ms: float = 10.0, queue: i
     plans = pipe.plans if isinstance(pipe.plans, dict) else {}
     default_plan = next(iter(plans), None)
 
-    def run(items, plan, cfg, temperature):
-        return pipe.generate_items(items, plan=plan, cfg=cfg, temperature=temperature)
+    def run(items, plan, cfg, temperature):  # in the batcher's worker thread: sampling, then the PNGs
+        return [_png(p) for p in pipe.generate_items(items, plan=plan, cfg=cfg, temperature=temperature)]
 
     batcher = Batcher(run, max_batch=max_batch, max_wait_s=max_wait_ms / 1000.0, queue_size=queue,
                       metrics=metrics)
@@ -290,13 +289,12 @@ def create_app(pipe, *, max_batch: int = 16, max_wait_ms: float = 10.0, queue: i
             batcher.cancel(job, "timeout")
             return _error(503, f"timed out after {timeout_s:g} s", {"Retry-After": retry_after})
         try:
-            pixels = job.future.result()
+            pngs = job.future.result()
         except GtrError as e:  # the request was checked above; reaching here means the bundle refused it
             return _error(422, str(e))
         except Exception as e:  # noqa: BLE001 - a bug
             log.error("sampling failed for %s", items[:1], exc_info=e)
             return _error(500, "internal error (a bug in gtr serve; the traceback is in the server log)")
-        pngs = await run_in_threadpool(lambda: [_png(p) for p in pixels])
         total = time.perf_counter() - arrived
         queued = (job.started - job.arrived) if job.started is not None else 0.0
         metrics.latency.observe(total)

@@ -5,7 +5,8 @@ call) and its items [(class, seed, index), ...]. One asyncio task takes the olde
 most `max_wait_s` from that job's arrival for company with the same key, then hands up to `max_batch`
 items (whole jobs first come, first served; a job larger than the room left is split across calls) to
 `run(items, plan, cfg, temperature)` in a worker thread, so the event loop keeps answering while the
-numpy / onnxruntime loop runs. Each image has its own noise stream (gtr.plan.image_seed), so an image does
+numpy / onnxruntime loop runs. `run` returns one result per item (the app's: PNG bytes, encoded in the
+same thread, so a batch's answers are ready together); a job's future gets the list of its results. Each image has its own noise stream (gtr.plan.image_seed), so an image does
 not depend on what it was batched with.
 
 Backpressure: at most `queue_size` jobs wait; `submit` raises QueueFull beyond that (the app answers
@@ -19,8 +20,6 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-
-import numpy as np
 
 
 class QueueFull(Exception):
@@ -38,15 +37,15 @@ class Job:
     future: asyncio.Future
     arrived: float                # loop.time() at submit
     taken: int = 0                # items handed to sampling calls so far
-    done: int = 0                 # items whose pixels are back
-    pixels: list = field(default_factory=list)
+    done: int = 0                 # items whose results are back
+    results: list = field(default_factory=list)
     started: float | None = None  # loop.time() when its first sampling call began
     batch_sizes: list = field(default_factory=list)  # size of each sampling call it was part of
     sample_seconds: float = 0.0   # summed time of those calls
     cancelled: bool = False
 
     def __post_init__(self):
-        self.pixels = [None] * len(self.items)
+        self.results = [None] * len(self.items)
 
 
 class Batcher:
@@ -180,10 +179,9 @@ class Batcher:
         self.busy = True
         t0 = time.perf_counter()
         try:
-            pixels = await loop.run_in_executor(self._executor, self._run, items, *key)
-            pixels = np.asarray(pixels)
-            if len(pixels) != len(items):
-                raise RuntimeError(f"sampling returned {len(pixels)} images for {len(items)} items")
+            results = list(await loop.run_in_executor(self._executor, self._run, items, *key))
+            if len(results) != len(items):
+                raise RuntimeError(f"sampling returned {len(results)} results for {len(items)} items")
         except Exception as e:  # noqa: BLE001 - handed to every waiting request of the batch
             for job in jobs:
                 if job in self._pending:
@@ -201,8 +199,8 @@ class Batcher:
             self.metrics.images.inc(len(batch))
         for job in jobs:
             job.sample_seconds += seconds
-        for (job, i), image in zip(batch, pixels):
-            job.pixels[i] = image
+        for (job, i), result in zip(batch, results):
+            job.results[i] = result
             job.done += 1
             if job.done == len(job.items) and not job.future.done():
-                job.future.set_result(np.stack(job.pixels))
+                job.future.set_result(job.results)
