@@ -226,8 +226,8 @@ def export_bundle(config, model, vae, plans, batch: int, precision: str, out_pat
                     open_sessions=open_sessions, write_model=write_model)
             fp32.clear()
             for component, gnames in components:
-                if component != "vae_decoder":
-                    pack(component, [quantized.pop(n) for n in gnames])
+                if component != "vae_decoder":  # float tensors left by quantization: stored fp16 too
+                    pack(component, [store_fp16(quantized.pop(n)) for n in gnames])
             del quantized
         for component, gnames in components:
             folder, location, protos, blob, graphs = packed[component]

@@ -34,7 +34,10 @@ int8: explicit symmetric Q/DQ graphs made from calibration data sampled along th
 gtr.calibration (which needs the data, so export_bundle calls it; `apply_precision` leaves the
 graph fp32 for it). What stays float is listed in gtr.calibration.quantize. The VAE decoder is not
 quantized; in int8 bundles its weights are stored fp16 and cast to fp32 in the graph (`store_fp16`),
-so it computes in fp32 from fp16-rounded weights and takes half the bytes.
+so it computes in fp32 from fp16-rounded weights and takes half the bytes. The same storage applies
+to the float tensors of STORE_FP16_MIN elements or more that quantization leaves in the backbone and
+head graphs (position embeddings, class table, timestep table, large biases), as in fp16 bundles;
+Q/DQ scales stay fp32.
 
 The export check's tolerances per precision are gtr.runtime.fidelity's (one table for every check).
 """
@@ -60,7 +63,8 @@ PRECISION_NOTES = {
     "int8": ("int8 QDQ (symmetric, zero point 0; activations per tensor, weights per output channel) on the "
              "inputs of constant-weight MatMul/Gemm/Conv from calibration along the plans (see 'calibration'); "
              "timestep embedding lookup, attention products, norms, softmax, activations, residuals and the "
-             "diffusion update in fp32; VAE decoder in fp32 with its weights stored fp16; graph inputs/outputs fp32"),
+             "diffusion update in fp32; VAE decoder in fp32 with its weights stored fp16; other float initializers "
+             f"of >= {STORE_FP16_MIN} elements (not Q/DQ scales) stored fp16 and cast to fp32; graph inputs/outputs fp32"),
 }
 
 
@@ -157,12 +161,17 @@ def to_fp16(graph: OnnxGraph) -> OnnxGraph:
 def store_fp16(graph: OnnxGraph) -> OnnxGraph:
     """Weights stored fp16, compute unchanged: every float32 initializer of STORE_FP16_MIN elements or
     more becomes fp16 with one Cast back to fp32 in front of its readers (constant-folded by
-    onnxruntime and TensorRT). Used for the VAE decoder of int8 bundles."""
+    onnxruntime and TensorRT). Initializers that a QuantizeLinear / DequantizeLinear reads (scales)
+    stay as they are. Used in int8 bundles: for the VAE decoder (all of its weights) and for the float
+    tensors left in the quantized graphs (position embeddings, the class table, the timestep table,
+    large biases)."""
     import onnx
     from onnx import TensorProto, helper
 
     weights = dict(graph.weights)
-    big = sorted(n for n, a in weights.items() if a.dtype == np.float32 and a.size >= STORE_FP16_MIN)
+    qdq = {i for n in graph.model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") for i in n.input}
+    big = sorted(n for n, a in weights.items()
+                 if a.dtype == np.float32 and a.size >= STORE_FP16_MIN and n not in qdq)
     for name in big:
         if np.abs(weights[name]).max(initial=0.0) > 65504.0:
             raise ExportError(f"{graph.name}: weight {name} has values beyond the fp16 range")
