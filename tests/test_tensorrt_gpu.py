@@ -125,8 +125,11 @@ def test_head_loop_cuda_graph_replays_exactly(mar_tiny):
     trt = TensorRTComponents(b)
     plan = b.plans()["gtr"]
     kw = dict(token_dim=b.config.token_dim, num_classes=b.config.num_classes, decode=False)
+    notes = []
+    trt.log = notes.append
     first, second, third = (sample(trt, plan, [5], 1, **kw).tokens for _ in range(3))
-    assert any(loop.graph is not None for loop in trt._loops.values()), "no head loop was captured"
+    assert any(loop.graph is not None for loop in trt._loops.values()), f"no head loop was captured: {notes}"
+    assert notes == []  # every first replay matched its eager run (issue 20 item 3)
     np.testing.assert_array_equal(second, third)
     np.testing.assert_allclose(second, first, rtol=0, atol=1e-5)
 
@@ -205,3 +208,60 @@ def test_batch_without_profiles(mar_tiny):
     assert pipe.generate(3, num_images=2, batch=2, progress=False).shape[0] == 2
     with pytest.raises(EngineError, match="has no profile"):
         gtr.load(mar_tiny, backend="tensorrt").generate(3, num_images=2, batch=2, progress=False)
+
+
+def test_build_rebuilds_engines_whose_key_names_another_gpu(mar_tiny, tmp_path):
+    """Issue 20 item 2 on the GPU: gtr-build (and Pipeline(rebuild=True)) rebuild engines the run refuses."""
+    from gtr.engines.build import build_engines
+    def other_gpu(m):
+        for e in m["engines"]:
+            e["key"] = dict(e["key"], gpu="Some Other GPU")
+    path = _rewrite(mar_tiny, tmp_path / "other.plan", other_gpu)
+    lines = []
+    summary = build_engines(path, timing_cache=tmp_path / "timing.cache", log=lines.append)
+    assert summary["cached"] == [] and len(summary["built"]) == len(read_bundle(path).graphs)
+    assert find_engines(read_bundle(path), current_target())[1] is None
+
+
+def test_fp32_engines_meet_the_fp32_rule(tmp_path):
+    """Issue 20 item 5: fp32 engines are built without TF32, so they meet fp32's bar against ONNX Runtime."""
+    import gtr
+    from gtr.runtime.fidelity import image_psnr, tolerance
+    from gtr.runtime.onnx_backend import OnnxComponents
+    from gtr.runtime.sampler import sample
+    from gtr.runtime.tensorrt_backend import TensorRTComponents
+    path = gtr.export("mar-tiny", tmp_path / "mar-tiny-fp32.plan", precision="fp32", plans=["mar-16"], log=None)
+    build(path, tmp_path)
+    b = read_bundle(path)
+    kw = dict(token_dim=b.config.token_dim, num_classes=b.config.num_classes)
+    plan = b.plans()["mar-16"]
+    with TensorRTComponents(b) as trt:
+        got = sample(trt, plan, [3, 7], 0, **kw)
+    want = sample(OnnxComponents(b, providers=["CPUExecutionProvider"]), plan, [3, 7], 0, **kw)
+    assert image_psnr(got.images, want.images) >= tolerance("fp32").min_psnr
+
+
+def test_load_and_drop_twenty_times_does_not_grow_gpu_memory(mar_tiny):
+    """Issue 20 item 7: closing (or dropping) the components frees their device memory and contexts."""
+    import gc
+    from gtr.runtime.sampler import sample
+    from gtr.runtime.tensorrt_backend import TensorRTComponents
+    b = read_bundle(mar_tiny)
+    plan = b.plans()["gtr"]
+    kw = dict(token_dim=b.config.token_dim, num_classes=b.config.num_classes, decode=False)
+
+    def once(i):
+        comps = TensorRTComponents(b)
+        sample(comps, plan, [3], 0, **kw)
+        sample(comps, plan, [3], 0, **kw)  # captures the head loops
+        if i % 2:
+            comps.close()
+        del comps  # the other half are freed on collection
+        gc.collect()
+
+    once(1)
+    cuda.Stream().sync()
+    before = cuda.free_memory()
+    for i in range(20):
+        once(i)
+    assert before - cuda.free_memory() <= 32 * 2**20, "GPU memory grew over 20 loads"

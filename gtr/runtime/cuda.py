@@ -81,6 +81,12 @@ def device_count() -> int:
     return 0  # no driver, or no device: both mean "no GPU here"
 
 
+def free_memory() -> int:
+    """Bytes of device memory free on the current device (cudaMemGetInfo)."""
+    free, _total = _call(runtime().cudaMemGetInfo())
+    return int(free)
+
+
 def set_device(index: int) -> None:
     count = device_count()
     if not 0 <= index < count:
