@@ -315,11 +315,11 @@ def test_json_rejections():
     d = build_plan("gtr", (8, 8)).to_dict()
     with pytest.raises(PlanError, match="format is 'other'"):
         SamplingPlan.from_dict({**d, "format": "other"})
-    with pytest.raises(PlanError, match="version 2 is newer"):
-        SamplingPlan.from_dict({**d, "version": 2})
+    with pytest.raises(PlanError, match="version 3 is newer"):
+        SamplingPlan.from_dict({**d, "version": 3})
     with pytest.raises(PlanError, match="unknown plan fields"):
         SamplingPlan.from_dict({**d, "extra": 1})
-    with pytest.raises(PlanError, match="missing or bad field"):
+    with pytest.raises(PlanError, match="no 'steps' field"):
         SamplingPlan.from_dict({k: v for k, v in d.items() if k != "steps"})
     with pytest.raises(PlanError, match="not valid JSON"):
         SamplingPlan.from_json("{")
@@ -332,9 +332,9 @@ def test_json_rejections():
 # ---------------------------------------------------------------- presets and build_plan
 
 def test_presets_and_params():
-    assert preset_names() == ["mar-64", "mar-256", "mar-16", "mar-32", "gtr", "gtr-32"]
+    assert preset_names() == ["mar-64", "mar-256", "mar-16", "mar-32", "gtr", "gtr-32", "gtr-lazy"]
     assert set(PRESETS) == set(preset_names())
-    assert [len(build_plan(n, (16, 16)).steps) for n in preset_names()] == [64, 256, 16, 32, 16, 32]
+    assert [len(build_plan(n, (16, 16)).steps) for n in preset_names()] == [64, 256, 16, 32, 16, 32, 16]
     p = build_plan("mar-48", (16, 16), diffusion_steps=50, cfg=None)
     assert p.name == "mar-48" and len(p.steps) == 48 and p.diffusion_Ts() == [50] and p.cfg == 1.0
     assert p.params["builder"] == "mar" and p.params["num_steps"] == 48 and p.params["diffusion_steps"] == 50

@@ -81,15 +81,25 @@ def echo_plan(plan, config=None, baseline: str | None = "mar-64") -> None:
     """Print a plan's step table and (with a model config) its cost, and the ratio to the baseline."""
     click.echo(f"plan {plan.name}: {plan.grid[0]}x{plan.grid[1]} grid, {plan.num_steps} AR steps, "
                f"cfg {plan.cfg:g} ({plan.cfg_schedule}), temperature {plan.temperature:g}")
-    click.echo(f"{'step':>4} {'stage':>5} {'known':>5} {'predict':>7}  {'groups (tokens@T)':<22} {'cfg w':>7}")
+    cache = any(s.cond != "full" for s in plan.steps)
+    click.echo(f"{'step':>4} {'stage':>5} {'known':>5} {'predict':>7}  {'groups (tokens@T)':<22} {'cfg w':>7}"
+               + ("  cond" if cache else ""))
     for row in plan.table():
         click.echo(f"{row['step']:>4} {row['stage']:>5} {row['known']:>5} {row['predict']:>7}  "
-                   f"{row['groups']:<22} {row['cfg_weight']:>7.4f}")
+                   f"{row['groups']:<22} {row['cfg_weight']:>7.4f}" + (f"  {row['cond']}" if cache else ""))
     click.echo(f"diffusion token-steps per image and branch: {plan.token_steps():,}")
+    if cache:
+        modes = [plan.cond_mode(i) for i in range(plan.num_steps)]
+        click.echo(f"condition cache: {modes.count('cached')} of {plan.num_steps} steps cached (backbone on the "
+                   f"conditional rows only), {modes.count('refresh')} refresh steps"
+                   + ("" if plan.uses_cfg else " (no effect: the plan has no CFG)"))
     if config is None:
         return
     cost = plan_cost(plan, config)
-    click.echo(f"cost on {config.name} (per image{', CFG doubles both parts' if plan.uses_cfg else ''}): "
+    cfg_note = ""
+    if plan.uses_cfg:
+        cfg_note = ", CFG doubles both parts" + (" except cached steps' backbone" if cost.cached_steps else "")
+    click.echo(f"cost on {config.name} (per image{cfg_note}): "
                f"backbone {format_flops(cost.backbone_flops)} + diffusion MLP {format_flops(cost.head_flops)} "
                f"= {format_flops(cost.total_flops)}")
     if baseline and plan.name != baseline:

@@ -42,6 +42,13 @@ def plan_options(fn):
         click.option("--cfg", type=float, help="CFG scale (default: the model's official value; 1 = no CFG)."),
         click.option("--cfg-schedule", type=click.Choice(["linear", "constant"]), help="CFG schedule (default linear)."),
         click.option("--temperature", type=float, help="Diffusion noise temperature (default 1.0)."),
+        click.option("--cache-every", type=int, metavar="R",
+                     help="Condition cache (with CFG): one refresh step every R steps, the others run the "
+                          "backbone's conditional branch only (gtr-lazy: 3; 1 = no cached steps; docs/lazy.md)."),
+        click.option("--cache-from", type=int, metavar="S",
+                     help="Condition cache: first cached AR step (0-based; step S-1 refreshes; default 2)."),
+        click.option("--cache-stages", callback=_int_list, metavar="K1,K2,..",
+                     help="Condition cache: the stages (1-based) whose steps may be cached (default all)."),
     ]
     for option in reversed(options):
         fn = option(fn)

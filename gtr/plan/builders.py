@@ -23,15 +23,68 @@ def _grid(grid) -> tuple[int, int]:
     return h, w
 
 
-def _steps(stage_counts: list[tuple[int, list[int], list[tuple[Group, ...]]]], L: int) -> list[Step]:
-    """Lay out steps from (stage, counts, groups) per stage, filling known_before and cfg_count."""
+def _steps(stage_counts: list[tuple[int, list[int], list[tuple[Group, ...]]]], L: int, conds=None) -> list[Step]:
+    """Lay out steps from (stage, counts, groups) per stage, filling known_before and cfg_count;
+    `conds`: one condition-cache mode per step (default all "full")."""
     steps, known = [], 0
     for stage, counts, groups in stage_counts:
         for n, gs in zip(counts, groups):
+            cond = conds[len(steps)] if conds is not None else "full"
             steps.append(Step(stage=stage, known_before=known, predict=n, groups=gs,
-                              cfg_count=min(known + n, L - 1)))
+                              cfg_count=min(known + n, L - 1), cond=cond))
             known += n
     return steps
+
+
+# ---------------------------------------------------------------------------- condition cache
+
+
+def cond_cache_modes(step_stages: list[int], cache_every=None, cache_from=2, cache_stages=None,
+                     what: str = "plan") -> list[str]:
+    """Condition-cache mode per step (docs/lazy.md), from the stage (0-based) of every step.
+
+    cache_every None: no cache (every step "full"). Otherwise, from step `cache_from` on, in the
+    stages `cache_stages` (1-based; default all), steps cache_from - 1 + k * cache_every are refresh
+    steps and the others cached (LazyMAR's periodic refresh; cache_every = 1 caches nothing). A cached
+    step right after a full one (where a cache stage begins) turns that step into a refresh, and a
+    refresh step with no cached step after it is a plain full step (it would store d for nothing).
+    """
+    N = len(step_stages)
+    if cache_every is None:
+        if cache_stages is not None:
+            raise PlanError(f"{what} plan: cache_stages needs cache_every (the condition cache is off)")
+        return ["full"] * N
+    for name, v, lo in (("cache_every", cache_every, 1), ("cache_from", cache_from, 1)):
+        if isinstance(v, bool) or int(v) != v or v < lo:
+            raise PlanError(f"{what} plan: {name} must be an integer >= {lo}, got {v!r}")
+    every, start = int(cache_every), int(cache_from)
+    if start >= N:
+        raise PlanError(f"{what} plan: cache_from = {start} leaves no step to cache (steps 0..{N - 1}; "
+                        f"step 0 always runs both CFG branches)")
+    K = max(step_stages) + 1
+    stages = tuple(range(1, K + 1)) if cache_stages is None else tuple(int(k) for k in cache_stages)
+    bad = [k for k in stages if not 1 <= k <= K]
+    if not stages or bad:
+        raise PlanError(f"{what} plan: cache_stages must name stages in 1..{K}, got {list(stages)}")
+    modes = []
+    for s, stage in enumerate(step_stages):
+        on = s >= start and stage + 1 in stages
+        modes.append("cached" if on and (s - start + 1) % every else ("refresh" if on else "full"))
+    for s in range(1, N):
+        if modes[s] == "cached" and modes[s - 1] == "full":
+            modes[s - 1] = "refresh"
+    for s in range(N):
+        if modes[s] == "refresh" and (s + 1 == N or modes[s + 1] != "cached"):
+            modes[s] = "full"
+    return modes
+
+
+def _cache_params(params: dict, cache_every, cache_from, cache_stages) -> dict:
+    if cache_every is not None:
+        params.update(cache_every=cache_every, cache_from=cache_from)
+        if cache_stages is not None:
+            params["cache_stages"] = [int(k) for k in cache_stages]
+    return params
 
 
 # ---------------------------------------------------------------------------- mar
@@ -56,7 +109,8 @@ def mask_schedule(L: int, num_steps: int) -> list[int]:
 
 
 def mar_plan(grid=(16, 16), num_steps=64, diffusion_steps=100, diffusion_steps_min=None, cfg=1.0,
-             cfg_schedule="linear", temperature=1.0) -> SamplingPlan:
+             cfg_schedule="linear", temperature=1.0, cache_every=None, cache_from=2,
+             cache_stages=None) -> SamplingPlan:
     """Official MAR sampling: one stage with every position, cosine mask schedule, one T.
 
     With `diffusion_steps_min`, T falls linearly from `diffusion_steps` at the first AR step to
@@ -81,8 +135,10 @@ def mar_plan(grid=(16, 16), num_steps=64, diffusion_steps=100, diffusion_steps_m
                   cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature)
     if diffusion_steps_min is not None:
         params["diffusion_steps_min"] = diffusion_steps_min
+    conds = cond_cache_modes([0] * len(counts), cache_every, cache_from, cache_stages, "mar")
+    _cache_params(params, cache_every, cache_from, cache_stages)
     return SamplingPlan(name=f"mar-{num_steps}", grid=(h, w), stages=(tuple(range(L)),),
-                        steps=tuple(_steps([(0, counts, groups)], L)), cfg=cfg,
+                        steps=tuple(_steps([(0, counts, groups)], L, conds)), cfg=cfg,
                         cfg_schedule=cfg_schedule, temperature=temperature, params=params)
 
 
@@ -135,13 +191,16 @@ ORDERS = ("checkerboard", "random", "raster")
 
 def gtr_plan(grid=(16, 16), num_stages=3, stage_steps=(8, 6, 2), t_gen_max=50, t_gen_min=20, t_rec=20,
              fts=True, fts_beta=0.10, t_detail=50, fts_select="high", order="checkerboard",
-             swap_first_two=False, cfg=1.0, cfg_schedule="linear", temperature=1.0) -> SamplingPlan:
+             swap_first_two=False, cfg=1.0, cfg_schedule="linear", temperature=1.0, cache_every=None,
+             cache_from=2, cache_stages=None) -> SamplingPlan:
     """GtR two-stage sampling: generation stages with a falling T, then a fast reconstruction stage.
 
     Ablations (the paper's, at the same AR steps, token counts and diffusion steps per step):
     `fts_select` "low" / "random" fills the FTS groups with the lowest-scoring or random tokens;
     `order` "random" drops the stages (every step draws from all remaining positions), "raster"
     predicts positions in raster order (each step's positions form its own stage).
+    `cache_every`, `cache_from`, `cache_stages`: the condition cache (`cond_cache_modes`); the stages
+    are the GtR stages (1 .. num_stages) whatever the `order`.
     """
     if order not in ORDERS:
         raise PlanError(f"gtr plan: order must be one of {', '.join(ORDERS)}, got {order!r}")
@@ -179,6 +238,7 @@ def gtr_plan(grid=(16, 16), num_stages=3, stage_steps=(8, 6, 2), t_gen_max=50, t
         else:
             rec.append((Group("fts_top", k_top, int(t_detail)), Group("fts_rest", n - k_top, int(t_rec))))
     layout.append((K - 1, counts, rec))
+    conds = cond_cache_modes([k for k, cs, _ in layout for _ in cs], cache_every, cache_from, cache_stages, "gtr")
 
     if order != "checkerboard":  # same steps, counts and groups; only the positions change
         counts = [n for _, cs, _ in layout for n in cs]
@@ -198,7 +258,8 @@ def gtr_plan(grid=(16, 16), num_stages=3, stage_steps=(8, 6, 2), t_gen_max=50, t
         params["fts_select"] = fts_select
     if order != "checkerboard":
         params["order"] = order
-    return SamplingPlan(name="gtr", grid=(h, w), stages=stages, steps=tuple(_steps(layout, L)), cfg=cfg,
+    _cache_params(params, cache_every, cache_from, cache_stages)
+    return SamplingPlan(name="gtr", grid=(h, w), stages=stages, steps=tuple(_steps(layout, L, conds)), cfg=cfg,
                         cfg_schedule=cfg_schedule, temperature=temperature,
                         fts_beta=fts_beta if fts else 0.0, fts_select=fts_select, params=params)
 
@@ -209,9 +270,11 @@ def gtr_plan(grid=(16, 16), num_stages=3, stage_steps=(8, 6, 2), t_gen_max=50, t
 BUILDERS: dict[str, Callable[..., SamplingPlan]] = {"mar": mar_plan, "gtr": gtr_plan}
 # Builder kwargs a caller may override (everything except grid, which build_plan takes separately).
 OVERRIDES = {
-    "mar": ("diffusion_steps", "diffusion_steps_min", "cfg", "cfg_schedule", "temperature"),  # N in the name
+    "mar": ("diffusion_steps", "diffusion_steps_min", "cfg", "cfg_schedule", "temperature",  # N in the name
+            "cache_every", "cache_from", "cache_stages"),
     "gtr": ("num_stages", "stage_steps", "t_gen_max", "t_gen_min", "t_rec", "fts", "fts_beta", "t_detail",
-            "fts_select", "order", "swap_first_two", "cfg", "cfg_schedule", "temperature"),
+            "fts_select", "order", "swap_first_two", "cfg", "cfg_schedule", "temperature",
+            "cache_every", "cache_from", "cache_stages"),
 }
 FILE_OVERRIDES = ("cfg", "cfg_schedule", "temperature")  # what a plan loaded from JSON may change
 
@@ -230,6 +293,8 @@ PRESETS: dict[str, Preset] = {
     "mar-32": Preset("mar", dict(num_steps=32, diffusion_steps=100), "official MAR, 32 AR steps"),
     "gtr": Preset("gtr", dict(stage_steps=(8, 6, 2)), "GtR, K=3, steps 8/6/2, FTS on (16 AR steps)"),
     "gtr-32": Preset("gtr", dict(stage_steps=(24, 6, 2)), "GtR, K=3, steps 24/6/2 (32 AR steps)"),
+    "gtr-lazy": Preset("gtr", dict(stage_steps=(8, 6, 2), cache_every=3, cache_from=2),
+                       "GtR + condition cache: refresh every 3rd step from step 1, 10 of 16 steps cached"),
 }
 
 

@@ -3,7 +3,10 @@
 FLOPs = 2 x multiply-accumulates, per image. Counted: transformer blocks (linears with biases, the two
 LayerNorm affines, QK^T and AV), decoder_embed, and the diffusion MLP at 2 x its parameter count per
 token and diffusion step. Not counted: VAE decode, FTS transforms, softmax, GELU, other element-wise
-ops and embedding lookups. CFG doubles both the backbone and the MLP.
+ops and embedding lookups. CFG doubles both the backbone and the MLP, except that a condition-cached
+step (docs/lazy.md) runs the backbone on the conditional branch only (the MLP still runs both halves).
+A refresh step's backbone costs what a full step's does: every decoder block is counted on all P + L
+slots either way, so asking it for z at every still-masked position adds nothing to the count.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ class PlanCost:
     backbone_flops: float  # encoder + decoder_embed + decoder, all branches
     head_flops: float  # diffusion MLP, all branches
     branches: int = 1  # 2 when the plan uses CFG
+    cached_steps: int = 0  # condition-cached steps: their backbone runs 1 branch (counted in backbone_flops)
 
     @property
     def total_flops(self) -> float:
@@ -48,19 +52,23 @@ def plan_cost(plan: SamplingPlan, config) -> PlanCost:
     De, Dd = config.encoder_embed_dim, config.decoder_embed_dim
     enc_tokens = dec_tokens = token_steps = 0
     backbone = 0.0
-    for s in plan.steps:
+    branches = 2 if plan.uses_cfg else 1
+    cached = 0
+    for i, s in enumerate(plan.steps):
         n_enc, n_dec = P + s.known_before, P + L
-        backbone += config.encoder_depth * block_flops(n_enc, De, config.mlp_ratio)
-        backbone += 2.0 * n_enc * (De * Dd + Dd)  # decoder_embed on the visible encoder outputs
-        backbone += config.decoder_depth * block_flops(n_dec, Dd, config.mlp_ratio)
+        step = config.encoder_depth * block_flops(n_enc, De, config.mlp_ratio)
+        step += 2.0 * n_enc * (De * Dd + Dd)  # decoder_embed on the visible encoder outputs
+        step += config.decoder_depth * block_flops(n_dec, Dd, config.mlp_ratio)
+        is_cached = plan.cond_mode(i) == "cached"
+        cached += is_cached
+        backbone += (1 if is_cached else branches) * step
         enc_tokens += n_enc
         dec_tokens += n_dec
         token_steps += sum(g.size * g.T for g in s.groups)
-    branches = 2 if plan.uses_cfg else 1
     head = 2.0 * config.head_params * token_steps
     return PlanCost(backbone_passes=len(plan.steps), encoder_tokens=enc_tokens, decoder_tokens=dec_tokens,
-                    head_token_steps=token_steps, backbone_flops=branches * backbone,
-                    head_flops=branches * head, branches=branches)
+                    head_token_steps=token_steps, backbone_flops=backbone,
+                    head_flops=branches * head, branches=branches, cached_steps=cached)
 
 
 def format_flops(x: float) -> str:

@@ -12,7 +12,8 @@ from .plan import PlanError
 
 # Every plan option of gtr-plan, gtr-export and gtr-eval, by its Python name.
 PLAN_OPTION_NAMES = ("stage_steps", "num_stages", "t_gen", "t_rec", "fts", "fts_beta", "t_detail", "fts_select",
-                     "order", "diffusion_steps", "diffusion_steps_min", "cfg", "cfg_schedule", "temperature")
+                     "order", "diffusion_steps", "diffusion_steps_min", "cfg", "cfg_schedule", "temperature",
+                     "cache_every", "cache_from", "cache_stages")
 
 # Plans exported when none are named; the first is gtr-run's default.
 DEFAULT_PLANS = ("gtr", "mar-64")

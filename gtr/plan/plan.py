@@ -19,7 +19,12 @@ from gtr.errors import PlanError  # noqa: F401  (re-exported: defined with the o
 ROLES = ("all", "fts_top", "fts_rest")
 CFG_SCHEDULES = ("linear", "constant")
 BASE_TIMESTEPS = 1000  # MAR's training process (mar-spec §7.1); a chain respaces it to T <= 1000 steps
-FORMAT, VERSION = "gtr-plan", 1
+FORMAT, VERSION = "gtr-plan", 2  # version 2: steps may carry a condition-cache mode ("cond")
+# Condition cache (LazyMAR-style, docs/lazy.md): per AR step, "full" runs both CFG branches for the
+# predicted positions; "refresh" runs both branches for every still-masked position and stores
+# d = z_cond - z_uncond there; "cached" runs the conditional rows only, z_uncond = z_cond - stored d.
+# Without CFG every step runs the conditional rows only and the modes have no effect.
+COND_MODES = ("full", "refresh", "cached")
 # FTS selection rules: highest score (GtR), lowest score, uniformly random (the paper's ablations).
 FTS_SELECT = ("high", "low", "random")
 
@@ -66,6 +71,7 @@ class Step:
     predict: int  # n_s: tokens predicted per sample
     groups: tuple[Group, ...]
     cfg_count: int  # u_s = min(K_s + n_s, L - 1), drives the linear CFG weight
+    cond: str = "full"  # condition-cache mode: COND_MODES
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,7 @@ class SamplingPlan:
                      predict=_int(s.predict, "predict"),
                      groups=tuple(Group(str(g.role), _int(g.size, "group size"), _int(g.T, "group T"))
                                   for g in s.groups),
-                     cfg_count=_int(s.cfg_count, "cfg_count"))
+                     cfg_count=_int(s.cfg_count, "cfg_count"), cond=str(s.cond))
                 for s in self.steps)
             # JSON-native copy (lists, not tuples; numpy scalars as Python numbers) so plans round-trip.
             params = json.loads(json.dumps(dict(self.params), default=_json_scalar))
@@ -128,6 +134,15 @@ class SamplingPlan:
     @property
     def uses_fts(self) -> bool:
         return any(g.role != "all" for s in self.steps for g in s.groups)
+
+    @property
+    def uses_cond_cache(self) -> bool:
+        """True when some step reuses a stored CFG difference (only in effect with CFG)."""
+        return self.uses_cfg and any(s.cond == "cached" for s in self.steps)
+
+    def cond_mode(self, step_index: int) -> str:
+        """The condition-cache mode a step runs with: its own with CFG, "full" without (one branch)."""
+        return self.steps[step_index].cond if self.uses_cfg else "full"
 
     def diffusion_Ts(self) -> list[int]:
         """Sorted distinct T of the non-empty groups: one respaced schedule each."""
@@ -193,8 +208,19 @@ class SamplingPlan:
 
         known = 0
         per_stage = [0] * len(self.stages)
+        last_uncached = None  # index of the latest step that ran the unconditional branch
         for i, s in enumerate(self.steps):
             where = f"step {i}"
+            if s.cond not in COND_MODES:
+                fail(f"{where}: cond must be one of {', '.join(COND_MODES)}, got {s.cond!r}")
+            if s.cond == "cached":
+                if last_uncached is None:
+                    fail(f"{where}: a cached step needs a refresh step before it (nothing is stored yet)")
+                if self.steps[last_uncached].cond != "refresh":
+                    fail(f"{where}: cached, but the latest uncached step before it (step {last_uncached}) is "
+                         f"'full', not 'refresh', so no CFG difference is stored for its positions")
+            else:
+                last_uncached = i
             if s.predict < 1:
                 fail(f"{where}: predict must be >= 1, got {s.predict}")
             if s.known_before != known:
@@ -239,9 +265,18 @@ class SamplingPlan:
     # ---- serialisation
 
     def to_dict(self) -> dict:
+        def step(s):
+            d = {"stage": s.stage, "known_before": s.known_before, "predict": s.predict, "cfg_count": s.cfg_count,
+                 "groups": [{"role": g.role, "size": g.size, "T": g.T} for g in s.groups]}
+            if s.cond != "full":
+                d["cond"] = s.cond
+            return d
+
+        # Version 1 when no step uses the condition cache: such plans read as before, byte for byte,
+        # and a toolkit that predates the cache refuses a plan that uses it instead of ignoring it.
         return {
             "format": FORMAT,
-            "version": VERSION,
+            "version": VERSION if any(s.cond != "full" for s in self.steps) else 1,
             "name": self.name,
             "grid": list(self.grid),
             "cfg": self.cfg,
@@ -251,12 +286,7 @@ class SamplingPlan:
             "fts_select": self.fts_select,
             "params": self.params,
             "stages": [list(s) for s in self.stages],
-            "steps": [
-                {"stage": s.stage, "known_before": s.known_before, "predict": s.predict,
-                 "cfg_count": s.cfg_count,
-                 "groups": [{"role": g.role, "size": g.size, "T": g.T} for g in s.groups]}
-                for s in self.steps
-            ],
+            "steps": [step(s) for s in self.steps],
         }
 
     @classmethod
@@ -283,6 +313,9 @@ class SamplingPlan:
         for i, s in enumerate(d["steps"]):
             if not isinstance(s, dict) or any(k not in s for k in step_keys):
                 raise PlanError(f"malformed plan: steps[{i}] must be an object with {', '.join(step_keys)}")
+            extra = sorted(set(s) - set(step_keys) - {"cond"})
+            if extra:
+                raise PlanError(f"malformed plan: steps[{i}] has unknown fields {extra}")
             if not isinstance(s["groups"], list) or any(not isinstance(g, dict) or any(k not in g for k in group_keys)
                                                         for g in s["groups"]):
                 raise PlanError(f"malformed plan: steps[{i}].groups must be a list of objects with "
@@ -292,7 +325,7 @@ class SamplingPlan:
         try:
             steps = [Step(stage=s["stage"], known_before=s["known_before"], predict=s["predict"],
                           groups=tuple(Group(g["role"], g["size"], g["T"]) for g in s["groups"]),
-                          cfg_count=s["cfg_count"])
+                          cfg_count=s["cfg_count"], cond=s.get("cond", "full"))
                      for s in d["steps"]]
             return cls(name=d["name"], grid=d["grid"], stages=d["stages"], steps=steps,
                        cfg=d.get("cfg", 1.0), cfg_schedule=d.get("cfg_schedule", "linear"),
@@ -328,7 +361,7 @@ class SamplingPlan:
         return [
             {"step": i, "stage": s.stage + 1, "known": s.known_before, "predict": s.predict,
              "groups": "+".join(str(g) for g in s.groups if g.size > 0),
-             "cfg_count": s.cfg_count, "cfg_weight": self.cfg_weight(i)}
+             "cfg_count": s.cfg_count, "cfg_weight": self.cfg_weight(i), "cond": self.cond_mode(i)}
             for i, s in enumerate(self.steps)
         ]
 

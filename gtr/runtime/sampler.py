@@ -14,6 +14,11 @@ Components (duck-typed):
 
 Every shape the loop calls the components with comes from `step_calls`, which the exporter also uses
 to list a bundle's static shapes.
+
+Condition cache (docs/lazy.md; a plan step's `cond`, in effect with CFG only): a refresh step passes
+the backbone every still-masked position ([predicted; the rest], both CFG branches) and stores
+d = z_cond - z_uncond per image and position; a cached step calls the backbone with the conditional
+rows only and takes z_uncond = z_cond - d at its predicted positions. No random draws are added.
 """
 from __future__ import annotations
 
@@ -73,18 +78,24 @@ def head_calls(group_Ts: tuple[int, ...], group_rows: tuple[int, ...], temperatu
 class StepCalls:
     """The component calls of one AR step for a batch: the one description of them that `sample` runs
     and the exporter lists static shapes from (so a bundle's manifest holds every shape it needs)."""
-    backbone_rows: int          # B' of the backbone call: 2 * batch with CFG ([cond; uncond]), else batch
+    backbone_rows: int          # B' of the backbone call: 2 * batch with CFG ([cond; uncond]) except on
+                                # condition-cached steps, else batch
     known: int                  # K: visible tokens per row
-    predict: int                # n: positions predicted per row
+    predict: int                # n of the backbone call: positions whose z it returns per row (the step's
+                                # predicted ones; on a refresh step every still-masked one, L - K)
     groups: tuple               # the step's non-empty groups in execution order: T descending, ties in plan order
     head: tuple[HeadCall, ...]  # head calls over the groups' merged rows; z has 2 * rows rows with CFG
+    cond: str = "full"          # the step's condition-cache mode in effect (plan.cond_mode)
 
 
 def step_calls(plan: SamplingPlan, step_index: int, batch: int) -> StepCalls:
     step = plan.steps[step_index]
     groups = tuple(sorted((g for g in step.groups if g.size > 0), key=lambda g: -g.T))  # sorted() is stable
     calls = head_calls(tuple(g.T for g in groups), tuple(batch * g.size for g in groups), float(plan.temperature))
-    return StepCalls((2 if plan.uses_cfg else 1) * batch, step.known_before, step.predict, groups, calls)
+    cond = plan.cond_mode(step_index)
+    branches = 2 if plan.uses_cfg and cond != "cached" else 1
+    n = plan.seq_len - step.known_before if cond == "refresh" else step.predict
+    return StepCalls(branches * batch, step.known_before, n, groups, calls, cond)
 
 
 def run_head(components, x: np.ndarray, z: np.ndarray, calls, cfg_weight: float, step_noise: list[np.ndarray],
@@ -167,16 +178,28 @@ def sample(components, plan: SamplingPlan, labels, seed, *, token_dim: int = 16,
     orders = rng.orders(plan)
     canvas = np.zeros((B, L, token_dim), np.float32)
     batch_idx = np.arange(B)[:, None]
+    cond_diff = None  # [B, L, D]: z_cond - z_uncond of the latest refresh step, by position
     for s, step in enumerate(plan.steps):
         sc = step_calls(plan, s, B)
-        K, n = sc.known, sc.predict
+        K, n = sc.known, step.predict
         known = np.sort(orders[:, :K], axis=1)
         pred = np.sort(orders[:, K:K + n], axis=1)
         tokens = canvas[batch_idx, known]
         reps = sc.backbone_rows // B
-        z = components.backbone(np.tile(tokens, (reps, 1, 1)), np.tile(known, (reps, 1)), class_ids,
-                                np.tile(pred, (reps, 1)))
-        z_c, z_u = z[:B], (z[B:] if plan.uses_cfg else None)
+        # A refresh step asks for every still-masked position, the step's own first.
+        ask = np.concatenate([pred, np.sort(orders[:, K + n:], axis=1)], axis=1) if sc.cond == "refresh" else pred
+        z = components.backbone(np.tile(tokens, (reps, 1, 1)), np.tile(known, (reps, 1)),
+                                class_ids[:sc.backbone_rows], np.tile(ask, (reps, 1)))
+        if sc.cond == "refresh":
+            if cond_diff is None:
+                cond_diff = np.zeros((B, L, z.shape[-1]), np.float32)
+            cond_diff[batch_idx, ask] = z[:B] - z[B:]
+            z = np.concatenate([z[:B, :n], z[B:, :n]])
+        z_c = z[:B]
+        if sc.cond == "cached":
+            z_u = z_c - cond_diff[batch_idx, pred]
+        else:
+            z_u = z[B:] if plan.uses_cfg else None
 
         # Split the predicted positions into the step's groups; rows are (sample, position ascending).
         roles = [g.role for g in step.groups]
