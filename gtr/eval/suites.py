@@ -22,6 +22,10 @@ PAPER = (
     ("gtr-uniform-T", "gtr", {"fts": False, "t_gen_max": 100, "t_gen_min": 100, "t_rec": 100}, None),
     ("gtr-order-random", "gtr", {"order": "random"}, None),
     ("gtr-order-raster", "gtr", {"order": "raster"}, None),
+    # The condition cache (docs/lazy.md): GtR + cache, and LazyMAR's own setting on MAR (refresh at step
+    # 5 and every 9th step after it, the cached steps between).
+    ("gtr-lazy", "gtr-lazy", {}, None),
+    ("mar-64-lazy", "mar-64", {"cache_every": 9, "cache_from": 6}, None),
 )
 
 # Quality against FLOPs: MAR at fewer AR steps, GtR at fewer and more AR steps.
@@ -37,6 +41,8 @@ SWEEP = (
     ("gtr-8", "gtr", {"stage_steps": (4, 3, 1)}, "gtr"),
     ("gtr", "gtr", {}, "gtr"),
     ("gtr-24", "gtr", {"stage_steps": (16, 6, 2)}, "gtr"),
+    ("gtr-lazy", "gtr-lazy", {}, "gtr + condition cache"),
+    ("gtr-24-lazy", "gtr", {"stage_steps": (16, 6, 2), "cache_every": 3}, "gtr + condition cache"),
 )
 
 SUITES = {"paper": PAPER, "sweep": SWEEP}
