@@ -82,14 +82,15 @@ def test_deterministic(bundles, plans, precision):
     assert not np.allclose(a.tokens, c.tokens)
 
 
-@pytest.mark.parametrize("threads", [1, 3], ids=["one-shard", "three-shards"])
+@pytest.mark.parametrize("threads", [1, 3], ids=["shards-in-turn", "shards-at-once"])
 @pytest.mark.parametrize("cfg", [True, False])
 def test_diffuse_equals_head_step_loop(bundles, cfg, threads):
     """The IO-binding head loop (diffuse) gives the same result as one head_step call per step, also when
-    its rows run as shards on several threads (3 shards of groups of 3 and 9 rows: 1 + 3 rows each).
-    (Run on CPU here; on CUDA the same bindings keep x on the device.)"""
+    its rows run as shards (CPU_SHARDS of groups of 3 and 9 rows), one after the other or on several
+    threads. (Run on CPU here; on CUDA the same bindings keep x on the device.)"""
+    from gtr.runtime.onnx_backend import CPU_SHARDS
     comps = OnnxComponents(bundles["fp32"], threads=threads)
-    assert comps.shards["head"] == threads
+    assert comps.shards["head"] == CPU_SHARDS
 
     class PlainLoop:  # the same components without `diffuse`
         head_step = comps.head_step
@@ -207,6 +208,7 @@ def test_io_binding_keeps_every_bound_value_alive(bundles, cfg, monkeypatch):
     monkeypatch.setattr(ort.OrtValue, "ortvalue_from_numpy", staticmethod(from_numpy))
     monkeypatch.setattr(ort.InferenceSession, "run_with_iobinding", run_with_iobinding)
     comps = OnnxComponents(bundles["fp32"], threads=1)
+    comps.shards = dict.fromkeys(comps.shards, 1)  # one loop over all rows, as on CUDA (no row shards there)
     rng = np.random.default_rng(1)
     R = 5
     z = rng.standard_normal(((2 if cfg else 1) * R, 32)).astype(np.float32)

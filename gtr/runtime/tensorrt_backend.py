@@ -5,7 +5,8 @@ Execution contexts: one per (engine, optimization profile), made on first use wi
 so a context never switches profile and, with gtr-build's exact profiles (min = opt = max), never
 changes shape either. All contexts share one block of device scratch memory (TensorRT's
 USER_MANAGED allocation), sized for the largest profile: they run one after another on one stream,
-so sharing is safe, and a model with 64 backbone profiles does not hold 64 activation blocks.
+so sharing is safe, and a model with 64 backbone profiles does not hold 64 activation blocks. (A
+head loop captured in a CUDA graph has contexts of its own, one per call, sharing the same block.)
 
 Profile selection per call: the profile whose opt is the call's exact shape, else the first whose
 min/max span it. A shape no profile covers (another --batch than the export batch, or a CFG override
@@ -17,7 +18,7 @@ CUDA graph checked against an eager run: gtr.runtime.trt_head_loop.
 
 Every TensorRT call that can fail (profile selection, which raises RuntimeError; shapes and addresses,
 which return False; enqueue) becomes an EngineError in one line. `close()` (or collection) frees the
-device memory, graphs, contexts and engines, in that order.
+CUDA graphs, the contexts, the engines and then the device memory they used.
 """
 from __future__ import annotations
 
