@@ -26,7 +26,7 @@ def test_cli_exports_only_the_group():
     import gtr.cli
     assert gtr.cli.__all__ == ["main"]
     assert sorted(c for c in gtr.cli.main.commands) == ["bench", "build", "check", "download", "eval", "export",
-                                                        "inspect", "plan", "run"]
+                                                        "inspect", "plan", "run", "serve"]
 
 
 def _raises_project_error(expected, fn, *args, **kwargs):
