@@ -231,7 +231,7 @@ def section_speed(ctx) -> dict:
                 if isinstance(base, float) and isinstance(entry.get("torch gtr"), float):
                     entry["speedup gtr vs official"] = round(base / entry["torch gtr"], 2)
                 rows.append(entry)
-        del mar, comps, official
+        mar = comps = official = None  # free this model before the next
         if device == "cuda":
             torch.cuda.empty_cache()
     return {"status": "ok", "timer": "torch.cuda.Event" if device == "cuda" else "time.perf_counter",
@@ -296,7 +296,8 @@ class StandInEngine:
         D, two = ctx["shapes"]["z"][1], int(ctx["shapes"]["z"][0] == 2 * r)
         at = dict(ctx["at"])
         if self.rt is None:
-            args = tuple(np.uint64(at[n]) for n in self.inputs + self.outputs) + tuple(np.int32(v) for v in (r, c, D, two))
+            args = (tuple(np.uint64(at[n]) for n in self.inputs + self.outputs)
+                    + tuple(np.int32(v) for v in (r, c, D, two)))
             with self.cupy.cuda.ExternalStream(stream.ptr):
                 self.kernel(((r + 127) // 128,), (128,), args)
             return
@@ -453,8 +454,9 @@ def _versions() -> dict:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# gtr GPU check: {report['device_name']}", "", f"device `{report['device']}`, "
-             f"{report['seconds']:.0f} s, versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v),
+    versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v)
+    lines = [f"# gtr GPU check: {report['device_name']}", "",
+             f"device `{report['device']}`, {report['seconds']:.0f} s, versions: {versions}",
              "", "| section | status | seconds | summary |", "|---|---|---|---|"]
     for name, sec in report["sections"].items():
         summary = sec.get("reason", "")
@@ -462,7 +464,8 @@ def markdown(report: dict) -> str:
             summary = "; ".join(f"{r['model']}: token err {r['token_error']:.1e}, PSNR {r['psnr_db']:.1f} dB"
                                 for r in sec["rows"] if "psnr_db" in r)
         if name == "c_head_loop" and "replay" in sec:
-            summary = (f"captured {sec['replay']['captured']}, replay vs numpy {sec['replay']['max_error_vs_numpy']:.1e}")
+            replay = sec["replay"]
+            summary = f"captured {replay['captured']}, replay vs numpy {replay['max_error_vs_numpy']:.1e}"
         lines.append(f"| {name} | {sec['status']} | {sec.get('seconds', 0):.1f} | {summary} |")
     speed = report["sections"].get("b_speed", {}).get("rows", [])
     if speed:

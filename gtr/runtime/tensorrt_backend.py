@@ -224,7 +224,8 @@ class TensorRTComponents:
 
     def backbone(self, tokens, positions, class_ids, pred_positions):
         feeds = {"tokens": tokens, "positions": positions, "class_ids": class_ids, "pred_positions": pred_positions}
-        return self._run("backbone", feeds, lambda: self.fallback.backbone(tokens, positions, class_ids, pred_positions))
+        return self._run("backbone", feeds,
+                         lambda: self.fallback.backbone(tokens, positions, class_ids, pred_positions))
 
     def decode(self, tokens):
         return self._run("vae_decoder", {"tokens": tokens}, lambda: self.fallback.decode(tokens))
