@@ -154,7 +154,8 @@ class OnnxComponents:
         if CUDA in self.providers and self._device[name] == "cpu" and not self._fallback_reported:
             self._fallback_reported = True
             self.log(f"note: CUDA was asked for, but onnxruntime runs the {name!r} graph on "
-                     f"{', '.join(used) or 'no provider'}; running on the CPU")
+                     f"{', '.join(used) or 'no provider'}; running on the CPU (onnxruntime-gpu needs a driver and "
+                     f"CUDA/cuDNN libraries of its own CUDA version: docs/tensorrt.md, Install)")
         self._sessions[name] = s
         self._inputs[name] = tuple(i.name for i in s.get_inputs())
         return s
