@@ -4,7 +4,8 @@
     cpu | gpu   ONNX Runtime, CPU or CUDA build (pick one): gtr-run, gtr.load
     export      torch, onnx, safetensors: gtr-export, gtr-check, gtr.export
     eval        torch, scikit-learn, matplotlib: gtr-eval
-    tensorrt    TensorRT, Polygraphy, cuda-python: gtr-build, --backend tensorrt
+    tensorrt    TensorRT + cuda-python of one CUDA major (tensorrt-cu12 | tensorrt-cu13; tensorrt = cu13):
+                gtr-build, --backend tensorrt
     serve       FastAPI, uvicorn: gtr serve (with cpu or gpu)
 
 The cpu and gpu extras are alternatives because onnxruntime and onnxruntime-gpu install the same
@@ -24,7 +25,7 @@ EXTRAS = {
     "runtime": ("onnxruntime",),
     "export": ("torch", "onnx", "safetensors"),
     "eval": ("torch", "safetensors", "sklearn", "matplotlib"),
-    "tensorrt": ("tensorrt", "polygraphy"),
+    "tensorrt": ("tensorrt", "cuda"),
     "serve": ("fastapi", "uvicorn"),
 }
 _PIP_NAMES = {"sklearn": "scikit-learn"}

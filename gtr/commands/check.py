@@ -49,7 +49,7 @@ def check_cmd(bundle, checkpoint, vae, plan_name, classes, seed, backend, thread
     plans = b.plans()
     names = [plan_name] if plan_name else list(plans)
     ort_comps, torch_comps = OnnxComponents(b, threads=threads), TorchComponents(mar, vae_model)
-    if backend == "tensorrt":  # engines vs onnxruntime and torch, with Polygraphy's comparator
+    if backend == "tensorrt":  # engines vs onnxruntime and torch, by the same rule (gtr.runtime.fidelity)
         from gtr.engines.check import compare_backends
         from gtr.runtime.backends import make_components
         trt_comps = make_components(b, "tensorrt")
