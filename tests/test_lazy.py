@@ -145,7 +145,7 @@ class Recorder:
 def test_cached_steps_call_the_backbone_with_the_conditional_rows_only():
     plan = lazy((8, 8), t_gen_max=3, t_gen_min=2, t_rec=2, t_detail=3)
     labels = [3, 7, None]
-    B, L = len(labels), plan.seq_len
+    B = len(labels)
     rec = Recorder()
     got = sample(rec, plan, labels, seed=4, token_dim=C, num_classes=UNCOND, decode=False)
     assert len(rec.calls) == plan.num_steps
@@ -158,9 +158,14 @@ def test_cached_steps_call_the_backbone_with_the_conditional_rows_only():
             assert np.array_equal(call["pred"], pred)
         else:
             assert call["B"] == 2 * B and np.array_equal(call["class_ids"], np.r_[cond_ids, [UNCOND] * B])
-            if step.cond == "refresh":  # every still-masked position, the step's own first
-                assert call["n"] == L - K
-                rest = np.sort(got.orders[:, K + n:], axis=1)
+            if step.cond == "refresh":  # also the positions of the cached steps after it, its own first
+                ahead = 0
+                for later in plan.steps[s + 1:]:
+                    if later.cond != "cached":
+                        break
+                    ahead += later.predict
+                assert ahead > 0 and call["n"] == n + ahead
+                rest = np.sort(got.orders[:, K + n:K + n + ahead], axis=1)
                 assert np.array_equal(call["pred"], np.tile(np.concatenate([pred, rest], 1), (2, 1)))
             else:
                 assert call["n"] == n and np.array_equal(call["pred"], np.tile(pred, (2, 1)))
@@ -210,11 +215,13 @@ def test_an_unchanging_difference_makes_the_cache_exact():
 
 def test_static_shapes_list_the_cache_shapes():
     plan = lazy()
-    L, batch = plan.seq_len, 2
+    batch = 2
     listed = static_shapes([plan], batch)["backbone"]
+    # refresh steps ask for their own positions and those of the two cached steps after them
+    ahead = {s: plan.steps[s + 1].predict + plan.steps[s + 2].predict for s in (1, 4, 7, 10, 13)}
     for s, step in enumerate(plan.steps):
         sc = step_calls(plan, s, batch)
-        want = {"cached": (batch, step.predict), "refresh": (2 * batch, L - step.known_before),
+        want = {"cached": (batch, step.predict), "refresh": (2 * batch, step.predict + ahead.get(s, 0)),
                 "full": (2 * batch, step.predict)}[step.cond]
         assert (sc.backbone_rows, sc.predict) == want and sc.cond == step.cond
         assert {"B": want[0], "K": step.known_before, "n": want[1]} in listed

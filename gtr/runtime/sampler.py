@@ -15,10 +15,11 @@ Components (duck-typed):
 Every shape the loop calls the components with comes from `step_calls`, which the exporter also uses
 to list a bundle's static shapes.
 
-Condition cache (docs/lazy.md; a plan step's `cond`, in effect with CFG only): a refresh step passes
-the backbone every still-masked position ([predicted; the rest], both CFG branches) and stores
-d = z_cond - z_uncond per image and position; a cached step calls the backbone with the conditional
-rows only and takes z_uncond = z_cond - d at its predicted positions. No random draws are added.
+Condition cache (docs/lazy.md; a plan step's `cond`, in effect with CFG only): a refresh step also asks
+the backbone (both CFG branches) for the positions the cached steps after it will predict ([its own;
+theirs], known from the orders drawn up front) and stores d = z_cond - z_uncond per image and position;
+a cached step calls the backbone with the conditional rows only and takes z_uncond = z_cond - d at its
+predicted positions. No random draws are added.
 """
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ class StepCalls:
                                 # condition-cached steps, else batch
     known: int                  # K: visible tokens per row
     predict: int                # n of the backbone call: positions whose z it returns per row (the step's
-                                # predicted ones; on a refresh step every still-masked one, L - K)
+                                # predicted ones; a refresh step adds those of the cached steps after it)
     groups: tuple               # the step's non-empty groups in execution order: T descending, ties in plan order
     head: tuple[HeadCall, ...]  # head calls over the groups' merged rows; z has 2 * rows rows with CFG
     cond: str = "full"          # the step's condition-cache mode in effect (plan.cond_mode)
@@ -94,8 +95,22 @@ def step_calls(plan: SamplingPlan, step_index: int, batch: int) -> StepCalls:
     calls = head_calls(tuple(g.T for g in groups), tuple(batch * g.size for g in groups), float(plan.temperature))
     cond = plan.cond_mode(step_index)
     branches = 2 if plan.uses_cfg and cond != "cached" else 1
-    n = plan.seq_len - step.known_before if cond == "refresh" else step.predict
-    return StepCalls(branches * batch, step.known_before, n, groups, calls, cond)
+    return StepCalls(branches * batch, step.known_before, step.predict + refresh_ahead(plan, step_index), groups,
+                     calls, cond)
+
+
+def refresh_ahead(plan: SamplingPlan, step_index: int) -> int:
+    """Positions per image a refresh step asks the backbone for beyond its own: those of the cached steps
+    that follow it (up to the next step that runs both branches), where they read the stored difference.
+    0 for other steps."""
+    if plan.cond_mode(step_index) != "refresh":
+        return 0
+    extra = 0
+    for i in range(step_index + 1, plan.num_steps):
+        if plan.cond_mode(i) != "cached":
+            break
+        extra += plan.steps[i].predict
+    return extra
 
 
 def run_head(components, x: np.ndarray, z: np.ndarray, calls, cfg_weight: float, step_noise: list[np.ndarray],
@@ -186,8 +201,9 @@ def sample(components, plan: SamplingPlan, labels, seed, *, token_dim: int = 16,
         pred = np.sort(orders[:, K:K + n], axis=1)
         tokens = canvas[batch_idx, known]
         reps = sc.backbone_rows // B
-        # A refresh step asks for every still-masked position, the step's own first.
-        ask = np.concatenate([pred, np.sort(orders[:, K + n:], axis=1)], axis=1) if sc.cond == "refresh" else pred
+        # A refresh step also asks for the positions of the cached steps after it (its own first).
+        ask = np.concatenate([pred, np.sort(orders[:, K + n:K + sc.predict], axis=1)], axis=1) \
+            if sc.cond == "refresh" else pred
         z = components.backbone(np.tile(tokens, (reps, 1, 1)), np.tile(known, (reps, 1)),
                                 class_ids[:sc.backbone_rows], np.tile(ask, (reps, 1)))
         if sc.cond == "refresh":
