@@ -25,7 +25,7 @@ from gtr.configs import check_classes
 from gtr.errors import EngineError, PipelineError  # noqa: F401  (PipelineError: re-exported)
 from gtr.plan.noise import image_seed
 from gtr.runtime import outdir, shards
-from gtr.runtime.backends import stderr_line
+from gtr.runtime.notes import stderr_line
 from gtr.runtime.bundle import Bundle, read_bundle
 from gtr.runtime.images import save_png, to_uint8
 

@@ -13,16 +13,11 @@ ONNX Runtime when the backend is auto, and is an error when it is tensorrt. Buil
 """
 from __future__ import annotations
 
-import sys
-
 from gtr.errors import DeviceError, EngineError, MissingExtra
+from gtr.runtime.notes import stderr_line
 from gtr.runtime.providers import DEVICES
 
 BACKENDS = ("onnxruntime", "tensorrt")
-
-
-def stderr_line(line: str) -> None:
-    print(line, file=sys.stderr)
 
 
 def check_choice(device: str, backend: str) -> None:

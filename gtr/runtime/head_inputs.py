@@ -21,3 +21,14 @@ def head_graph(has_graph, cfg: bool) -> str | None:
 def nocfg_on_cfg_graph(z: np.ndarray) -> tuple[np.ndarray, float]:
     """z [r,D] of a step without CFG as the CFG graph takes it: ([z; z] [2r,D], cfg weight 1.0)."""
     return np.concatenate([z, z]), 1.0
+
+
+ALIGN = 256  # bytes: rows of the head loop's per-call inputs start this far apart (device addresses too)
+
+
+def blocks(n: int, elems: int, dtype) -> tuple[np.ndarray, int]:
+    """Zeroed [n, S] host array whose rows start ALIGN bytes apart (S >= elems), and that stride in bytes:
+    the per-call inputs (t, coef, noise) of a head loop, uploaded or bound once per AR step."""
+    itemsize = np.dtype(dtype).itemsize
+    stride = -(-elems * itemsize // ALIGN) * ALIGN
+    return np.zeros((n, stride // itemsize), dtype), stride

@@ -29,14 +29,14 @@ then binding CUDA buffers would fail. Such a fallback is reported in one line (o
 from __future__ import annotations
 
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
 
 from gtr.runtime.bundle import Bundle, BundleError, read_bundle
-from gtr.runtime.head_inputs import head_graph, nocfg_on_cfg_graph
+from gtr.runtime.head_inputs import blocks, head_graph, nocfg_on_cfg_graph
+from gtr.runtime.notes import stderr_line
 from gtr.runtime.cpus import usable_cpus
 from gtr.runtime.sampler import call_arrays, row_shards
 
@@ -73,17 +73,6 @@ def make_session(proto, external: dict, providers=None, threads: int | None = No
     return ort.InferenceSession(bytes(proto), so, providers=list(providers or default_providers()))
 
 
-def _blocks(n: int, size: int, dtype) -> tuple[np.ndarray, int]:
-    """Zeroed [n, S] array whose rows start 256 bytes apart (S >= size); returns it and the row stride in bytes."""
-    itemsize = np.dtype(dtype).itemsize
-    stride = -(-size * itemsize // 256) * 256
-    return np.zeros((n, stride // itemsize), dtype), stride
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr)
-
-
 class OnnxComponents:
     """Sampler components on onnxruntime for a bundle (a `Bundle` or a path).
 
@@ -91,7 +80,7 @@ class OnnxComponents:
     the one-line note when a session does not run on CUDA although CUDA was asked for.
     """
 
-    def __init__(self, bundle, providers=None, threads: int | None = None, log=_stderr):
+    def __init__(self, bundle, providers=None, threads: int | None = None, log=stderr_line):
         if isinstance(bundle, (str, os.PathLike)):
             bundle = read_bundle(bundle)
         if not isinstance(bundle, Bundle):
@@ -245,9 +234,9 @@ class OnnxComponents:
         sess, inputs, dev = self._sessions[name], self._inputs[name], self._device[name]
         # Per-call inputs as n blocks, each 256-byte aligned for device kernels; call j binds the first
         # rows[j] rows of block j.
-        t_blk, t_stride = _blocks(n, R, np.int64)
-        coef_blk, coef_stride = _blocks(n, R * 7, np.float32)
-        noise_blk, noise_stride = _blocks(n, R * c, np.float32)
+        t_blk, t_stride = blocks(n, R, np.int64)
+        coef_blk, coef_stride = blocks(n, R * 7, np.float32)
+        noise_blk, noise_stride = blocks(n, R * c, np.float32)
         t_blk[:, :R] = t_all
         coef_blk[:, :R * 7] = coef_all.reshape(n, -1)
         noise_blk[:, :R * c] = noise_all.reshape(n, -1)

@@ -23,7 +23,6 @@ CUDA graphs, the contexts, the engines and then the device memory they used.
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 
@@ -32,13 +31,10 @@ from gtr.runtime import cuda
 from gtr.runtime.bundle import Bundle, read_bundle
 from gtr.runtime.engine_store import EngineError, current_target, find_engines, import_tensorrt, logger
 from gtr.runtime.head_inputs import head_graph, nocfg_on_cfg_graph
+from gtr.runtime.notes import stderr_line
 from gtr.runtime.trt_head_loop import ContextBudget, HeadLoop
 
 CAPTURE_CONTEXTS = 1024  # execution contexts that captured head loops may create per components object
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr)
 
 
 _DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64, "INT8": np.int8,
@@ -139,7 +135,7 @@ class TensorRTComponents:
     """
 
     def __init__(self, bundle, engines: dict | None = None, device: int | None = None, fallback=None,
-                 log=_stderr):
+                 log=stderr_line):
         self._engines, self._loops, self._buffers = {}, {}, {}  # what close() frees, even after a failed init
         trt = import_tensorrt()
         if isinstance(bundle, (str, os.PathLike)):

@@ -26,16 +26,9 @@ import numpy as np
 
 from gtr.errors import CudaError, EngineError
 from gtr.runtime import cuda
+from gtr.runtime.head_inputs import ALIGN, blocks
 
-ALIGN = 256  # bytes; device addresses handed to TensorRT are kept 256-byte aligned
 REPLAY_TOL = 1e-3  # max |replay - eager| / max(1, max |eager|) accepted on the first replay
-
-
-def blocks(n: int, elems: int, dtype) -> tuple[np.ndarray, int]:
-    """Zeroed [n, S] host array whose rows start ALIGN bytes apart (S >= elems); and that stride in bytes."""
-    itemsize = np.dtype(dtype).itemsize
-    stride = -(-elems * itemsize // ALIGN) * ALIGN
-    return np.zeros((n, stride // itemsize), dtype), stride
 
 
 class ContextBudget:
