@@ -21,14 +21,15 @@ import time
 
 from gtr.calibration.spec import (DEFAULT_METHOD, DEFAULT_SEEDS, METHODS, CalibrationError, CalibrationSpec,
                                   parse_classes)
+from gtr.calibration.spec import rss_note as _rss
 
 __all__ = ["CalibrationError", "CalibrationSpec", "DEFAULT_METHOD", "DEFAULT_SEEDS", "METHODS", "calibrate_graphs",
            "parse_classes"]
 
 
 def calibrate_graphs(graphs: dict, config, plans, batch: int, spec: CalibrationSpec, shapes: dict,
-                     random_weights: bool, workdir: str, say=lambda s: None, *, open_sessions, write_model
-                     ) -> tuple[dict, dict]:
+                     random_weights: bool, workdir: str, say=lambda s: None, *, open_sessions, write_model,
+                     release=lambda: None) -> tuple[dict, dict]:
     """Quantize fp32 `graphs` {name: OnnxGraph} to int8 with ranges gathered while sampling along `plans`.
 
     shapes: the bundle's static shapes (exporter.static_shapes); calibration must visit every one of
@@ -36,6 +37,7 @@ def calibrate_graphs(graphs: dict, config, plans, batch: int, spec: CalibrationS
     sampler needs (the VAE decoder may be left out: then nothing is decoded); the dict is cleared once
     sampling is done. write_model(graph, folder) -> path (see the module docstring).
     `graphs` is consumed: once a graph is written for calibration its entry loses its weights.
+    release(): called after each large free (the exporter gives freed heap memory back to the system).
     Returns ({name: int8 OnnxGraph} for the graphs that have int8 nodes, calibration record).
     """
     import onnxruntime
@@ -58,17 +60,20 @@ def calibrate_graphs(graphs: dict, config, plans, batch: int, spec: CalibrationS
         graphs[name] = dataclasses.replace(g, weights={})  # on disk from here on
         del g
         collectors[name] = RangeCollector(paths[name], [i["name"] for i in graphs[name].inputs], spec.method)
+        release()  # the model proto onnxruntime.quantization loaded to build the collector
         say(f"  {name}: {spec.method} range collector on {len(nodes[name])} int8 node(s) "
-            f"({time.perf_counter() - t:.1f} s)")
+            f"({time.perf_counter() - t:.1f} s{_rss()})")
     sessions = open_sessions()
+    say(f"  calibration: fp32 sessions for {', '.join(sessions)}{_rss()}")
     stream = FeedStream({name: c.add for name, c in collectors.items()})
     rec = record(sessions, plans, spec, config.num_classes, config.token_dim, sink=stream, say=say)
     stream.finish()
     sessions.clear()
     del sessions
+    release()
     check_coverage(rec, {k: v for k, v in shapes.items() if k in collectors}, batch)
     say(f"  calibration: sampled {rec.images} image(s) along {', '.join(p.name for p in plans)} "
-        f"({time.perf_counter() - t0:.1f} s)")
+        f"({time.perf_counter() - t0:.1f} s{_rss()})")
     for name in list(collectors):
         t = time.perf_counter()
         collector = collectors.pop(name)
@@ -78,8 +83,9 @@ def calibrate_graphs(graphs: dict, config, plans, batch: int, spec: CalibrationS
         del collector
         out[name] = quantize_prepared(graphs[name], paths[name], ranges, os.path.dirname(paths[name]), nodes[name])
         quantized[name] = len(nodes[name])
+        release()
         say(f"  {name}: int8 Q/DQ on {quantized[name]} node(s), {spec.method} ranges from {feeds} feed(s) "
-            f"({time.perf_counter() - t:.1f} s)")
+            f"({time.perf_counter() - t:.1f} s{_rss()})")
     record_ = {
         "method": spec.method,
         "percentile": PERCENTILE if spec.method == "percentile" else None,

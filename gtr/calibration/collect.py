@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gtr.calibration.spec import CalibrationError
+from gtr.calibration.spec import rss_note as _rss
 
 MAX_HEAD_ROWS = 1024  # rows per packed head feed: bounds the calibrator's memory (MAR-B: ~40 tensors x 1024 x 4 KiB)
 PROGRESS_SECONDS = 30.0  # at most one AR-step progress line this often
@@ -125,7 +126,7 @@ def record(sessions: dict, plans, spec, num_classes: int, token_dim: int, sink=N
                 if say is not None and now - last[0] >= PROGRESS_SECONDS:
                     last[0] = now
                     say(f"  calibration: {plan.name} seed {seed}: AR step {step}/{plan.num_steps} "
-                        f"({now - t0:.0f} s)")
+                        f"({now - t0:.0f} s{_rss()})")
 
             sample(Recorder(sessions, len(labels), rec, sink, on_step), plan, labels, seed, token_dim=token_dim,
                    num_classes=num_classes, decode="vae_decoder" in sessions)

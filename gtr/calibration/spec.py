@@ -64,3 +64,15 @@ def parse_classes(text: str | None) -> tuple | None:
         except (TypeError, ValueError):
             raise CalibrationError(f"--calib-classes: cannot read {part!r} (use e.g. 0,3,7 or 0-9)") from None
     return tuple(out)
+
+
+def rss_note() -> str:
+    """', RSS x.x GiB': this process's resident memory now, for progress lines ('' without /proc)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return f", RSS {int(line.split()[1]) / 2**20:.1f} GiB"
+    except (OSError, ValueError):
+        pass
+    return ""

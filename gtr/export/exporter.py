@@ -34,7 +34,7 @@ from gtr.export.checker import check_graph, write_graph
 from gtr.export.graphs import OPSET, export_graph, graph_modules, reference_module
 from gtr.export.packing import pack_component
 from gtr.export.precision import PRECISION_NOTES, apply_precision, check_precision, store_fp16
-from gtr.export.progress import ExportGuard, peak_rss
+from gtr.export.progress import ExportGuard, peak_rss, release_memory
 from gtr.export.verify import verify_graph
 from gtr.runtime.fidelity import tolerance
 
@@ -223,7 +223,7 @@ def export_bundle(config, model, vae, plans, batch: int, precision: str, out_pat
             with guard.step("calibration"):
                 quantized, calibration_record = calibrate_graphs(
                     fp32, config, plans, batch, calibration, shapes, random_weights, workdir, say,
-                    open_sessions=open_sessions, write_model=write_model)
+                    open_sessions=open_sessions, write_model=write_model, release=release_memory)
             fp32.clear()
             for component, gnames in components:
                 if component != "vae_decoder":  # float tensors left by quantization: stored fp16 too
