@@ -149,7 +149,7 @@ def main():
     ap.add_argument("--requests-per-client", default="6,3,2", help="per client count, in --clients order")
     ap.add_argument("--rounds", default="4,4,2", help="rounds per mode and client count, in --clients order")
     ap.add_argument("--round-limit", type=float, default=60.0, help="seconds; a round stops issuing after it")
-    ap.add_argument("--overload-clients", type=int, default=64)
+    ap.add_argument("--overload-clients", type=int, default=64, help="0: no overload run")
     ap.add_argument("--overload-requests", type=int, default=2, help="requests per overload client")
     ap.add_argument("--out", default=str(ROOT / "docs/bench/serve"))
     args = ap.parse_args()
@@ -188,8 +188,10 @@ def main():
                 print(f"  {clients:3d} clients  {line}", flush=True)
         finally:
             codes = {m: s.stop() for m, s in modes.items()}
-        over = asyncio.run(overload(path, args.overload_clients, args.overload_requests, num_classes, args.max_batch))
-        print(f"  overload: {over}", flush=True)
+        over = None
+        if args.overload_clients > 0:
+            over = asyncio.run(overload(path, args.overload_clients, args.overload_requests, num_classes, args.max_batch))
+            print(f"  overload: {over}", flush=True)
         result["bundles"][name] = dict(path=str(path), image_size=size, num_classes=num_classes, cells=cells,
                                        exit_codes=codes, overload=over)
     out = Path(args.out)
@@ -215,6 +217,8 @@ def markdown(result: dict, max_batch: int) -> str:
               "200s with their own image | /health and a request after |", "|---|---|---|---|---|---|"]
     for name, r in result["bundles"].items():
         o = r["overload"]
+        if o is None:
+            continue
         answers = ", ".join(f"{v} x {k}" for k, v in o["statuses"].items())
         lines.append(f"| {name} | {o['clients']} x {o['requests'] // o['clients']} | {answers} | "
                      f"{o['other_than_200_503']} | {o['checked_200'] - o['wrong_images']} of {o['checked_200']} | "

@@ -156,7 +156,8 @@ def create_app(pipe, *, max_batch: int = 16, max_wait_ms: float = 10.0, queue: i
     queue: requests that may wait (more: 503); timeout_s: per request, from arrival (then 503);
     max_images: num_images limit of one request; warmup: one image before serving; on_ready(): called
     once the app is ready (the server prints its address there)."""
-    metrics = Metrics()
+    metrics = Metrics(queue_depth=lambda: batcher.depth, queue_images=lambda: batcher.waiting_images,
+                      busy=lambda: int(batcher.busy))  # read at scrape time
     config = pipe.config
     names = class_names(config.num_classes)
     plans = pipe.plans if isinstance(pipe.plans, dict) else {}
@@ -167,9 +168,6 @@ def create_app(pipe, *, max_batch: int = 16, max_wait_ms: float = 10.0, queue: i
 
     batcher = Batcher(run, max_batch=max_batch, max_wait_s=max_wait_ms / 1000.0, queue_size=queue,
                       metrics=metrics)
-    metrics._gauges[0].fn = lambda: batcher.depth
-    metrics._gauges[1].fn = lambda: batcher.waiting_images
-    metrics._gauges[2].fn = lambda: int(batcher.busy)
     retry_after = str(max(1, int(round(max_wait_ms / 1000.0 + 1))))
 
     @asynccontextmanager
