@@ -200,6 +200,16 @@ class RangeCollector:
         # The augmented model lives in its session now; the calibrator's copy of the model proto (all
         # weights, loaded by onnx) is not read again by collect_data / compute_data.
         self.calibrator.model = None
+        # Its session again, with the same options (no graph optimization, as onnxruntime's calibrators
+        # run) but no memory arena: feeds come at many shapes, and the arena would keep the largest
+        # blocks of each (gtr.export.exporter.open_session). Same kernels, same numbers.
+        import onnxruntime
+        so = onnxruntime.SessionOptions()
+        so.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+        so.enable_cpu_mem_arena = False
+        self.calibrator.infer_session = None
+        self.calibrator.infer_session = onnxruntime.InferenceSession(
+            self.calibrator.augmented_model_path, sess_options=so, providers=self.calibrator.execution_providers)
         self.names = set(input_names)
         self.feeds = 0
 
