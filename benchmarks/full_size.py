@@ -10,7 +10,7 @@ size", which counts the torch model, the graphs, the sessions and the mapped wei
 --random-weights and otherwise the options given after `--` (default: none, i.e. gtr-export's
 defaults: plans gtr and mar-64, 10 classes x 2 seeds of calibration for int8). `--record` takes a run
 made by hand the same way (`/usr/bin/time -v gtr-export ... > LOG 2>&1`) instead of running it.
-`--bench` then times each bundle with gtr-bench (onnxruntime, plan gtr, batch 1, one round after one
+`--bench` then times each bundle with gtr-bench (onnxruntime, plan gtr, batch 1, one round, no
 warm-up run, images decoded) and keeps its s/image. `--torch-ref MODEL` adds gtr-bench's PyTorch
 reference (mar-64 and gtr plans) for the same random weights, side by side with the bundles.
 
@@ -93,7 +93,7 @@ def bench(entry: dict, work: Path) -> None:
         return
     outdir = work / f"bench-{entry['model']}-{entry['precision']}"
     cmd = [str(BIN / "gtr-bench"), entry["bundle"], "--backend", "onnxruntime", "--plan", "gtr", "--batch", "1",
-           "--rounds", "1", "--warmup", "1", "-o", str(outdir)]
+           "--rounds", "1", "--warmup", "0", "-o", str(outdir)]
     print(" ".join(cmd), flush=True)
     t = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -125,9 +125,14 @@ def table(results: dict, weights: dict) -> str:
     lines = ["| model | fp32 weights | precision | export time | peak RSS | peak / fp32 weights | bundle | "
              "bundle / fp32 bundle | gtr s/image (onnxruntime CPU, batch 1) |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for key in sorted(results, key=lambda k: (["mar-b", "mar-l", "mar-h"].index(k.split(":")[0])
-                                              if k.split(":")[0] in ("mar-b", "mar-l", "mar-h") else 9,
-                                              ["fp32", "fp16", "int8"].index(k.split(":")[1]))):
+    models, precisions = ["mar-b", "mar-l", "mar-h"], ["fp32", "fp16", "int8"]
+
+    def order(k):
+        e = results[k]
+        return (models.index(e["model"]) if e["model"] in models else 9,
+                precisions.index(e["precision"]) if e["precision"] in precisions else 9, k)
+
+    for key in sorted(results, key=order):
         e = results[key]
         w = weights.get(e["model"])
         fp32 = results.get(f"{e['model']}:fp32", {}).get("bundle_bytes")
@@ -138,7 +143,7 @@ def table(results: dict, weights: dict) -> str:
                  f"{e['peak_rss'] / GiB:.1f} GiB" if e.get("peak_rss") else "?",
                  f"{e['peak_rss'] / w:.2f}x" if e.get("peak_rss") and w else "?",
                  f"{e['bundle_bytes'] / 2**20:.0f} MiB" if ok else f"failed: {e.get('last_line', '')[:60]}",
-                 f"{e['bundle_bytes'] / fp32:.0%}" if ok and fp32 else "-",
+                 f"{e['bundle_bytes'] / fp32:.1%}" if ok and fp32 else "-",
                  f"{e['s_per_image']:.1f}" if e.get("s_per_image") else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -153,6 +158,9 @@ def main(argv=None) -> int:
     ap.add_argument("--bench", action="store_true")
     ap.add_argument("--torch-ref", default=None, metavar="MODEL")
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--bench-json", action="append", default=[], metavar="MODEL:BENCH.JSON",
+                    help="take s/image (onnxruntime, plan gtr, batch 1) per precision from a gtr-bench run of "
+                         "MODEL's bundles, and keep its rows (torch too) as the side-by-side comparison")
     ap.add_argument("--work", type=Path, default=Path("/tmp/gtr-full-size"))
     ap.add_argument("--outdir", type=Path, default=ROOT / "docs" / "bench" / "full_size")
     ap.add_argument("extra", nargs="*", help="gtr-export options after --")
@@ -169,12 +177,24 @@ def main(argv=None) -> int:
         m, p, log, bundle = spec.split(":", 3)
         entries.append(record(m, p, Path(log), Path(bundle)))
     for e in entries:
-        if a.note:
+        if a.note is not None:
             e["note"] = a.note
         if a.bench:
             bench(e, a.work)
         data["results"][f"{e['model']}:{e['precision']}"] = e
         json.dump(data, open(path, "w"), indent=1)
+    for spec in a.bench_json:
+        m, bj = spec.split(":", 1)
+        rows = json.loads(Path(bj).read_text())["rows"]
+        for row in rows:
+            key = f"{m}:{row['precision']}"
+            if row["backend"] == "onnxruntime" and row["plan"] == "gtr" and row["batch"] == 1 and key in data["results"]:
+                data["results"][key]["s_per_image"] = row["s_per_image"]
+                data["results"][key]["split_s_per_image"] = row["split_s_per_image"]
+        data.setdefault("torch_reference", {})[m] = {
+            "rows": [{k: x[k] for k in ("backend", "precision", "plan", "batch", "s_per_image")} for x in rows],
+            "text": "\n".join(f"{x['backend']:12s} {x['precision']:5s} {x['plan']:7s} batch {x['batch']}: "
+                              f"{x['s_per_image']:.1f} s/image" for x in rows)}
     if a.torch_ref:
         bundles = [e["bundle"] for k, e in sorted(data["results"].items())
                    if e["model"] == a.torch_ref and e.get("bundle_bytes") and Path(e["bundle"]).is_file()]
