@@ -29,11 +29,14 @@ from gtr.commands.plan_options import plan_options
 @click.option("--calib-classes", metavar="LIST",
               help="int8: calibration classes, e.g. 0-9 or 1,207,360 (default: 10 evenly spaced classes).")
 @click.option("--calib-seeds", type=int, help="int8: calibration images per class (seeds 10000, 10001, ...; default 2).")
+@click.option("--check/--no-check", "verify", default=True, show_default=True,
+              help="Check every graph against torch on ONNX Runtime at each static shape (--no-check saves "
+                   "most of a full-size export's time; gtr-check compares the bundle afterwards).")
 @click.option("--calib-method", type=click.Choice(["max", "percentile", "entropy"]),
               help="int8: activation range method (default max, chosen by measured quality).")
 @friendly_errors
 def export_cmd(model, precision, checkpoint, weights, vae, random_weights, plans, batch, seed, output, download,
-               calib_classes, calib_seeds, calib_method, **options):
+               calib_classes, calib_seeds, verify, calib_method, **options):
     """Export a MAR model into one .plan bundle (ONNX graphs + manifest) for gtr-run.
 
     Without --checkpoint the official files are looked up in $GTR_HOME (default ~/.cache/gtr):
@@ -59,4 +62,4 @@ def export_cmd(model, precision, checkpoint, weights, vae, random_weights, plans
                                       calib_method or DEFAULT_METHOD)
     export(model, output, precision=precision, plans=plans, checkpoint=checkpoint, vae=vae, weights=weights,
            random_weights=random_weights, download=download, batch=batch, seed=seed, log=click.echo,
-           calibration=calibration, **options)
+           calibration=calibration, verify=verify, **options)
