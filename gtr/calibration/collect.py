@@ -27,6 +27,7 @@ import numpy as np
 
 from gtr.calibration.spec import CalibrationError
 from gtr.calibration.spec import rss_note as _rss
+from gtr.runtime.head_inputs import head_graph, nocfg_on_cfg_graph
 
 MAX_HEAD_ROWS = 1024  # rows per packed head feed: bounds the calibrator's memory (MAR-B: ~40 tensors x 1024 x 4 KiB)
 PROGRESS_SECONDS = 30.0  # at most one AR-step progress line this often
@@ -87,9 +88,10 @@ class Recorder:
             return self._run("head", feed)
         # A no-CFG call: the head_nocfg graph's data, and also the CFG graph's with z duplicated and
         # weight 1 (what the runtime runs when a bundle has no head_nocfg graph).
-        as_cfg = {**feed, "z": np.concatenate([z, z]), "cfg_weight": np.ones((r, 1), np.float32)}
+        zz, w = nocfg_on_cfg_graph(z)
+        as_cfg = {**feed, "z": zz, "cfg_weight": np.full((r, 1), w, np.float32)}
         self._keep("head", as_cfg, {"r": r})
-        graph = "head_nocfg" if "head_nocfg" in self.sessions else "head"
+        graph = head_graph(self.sessions.__contains__, cfg=False)
         if graph == "head_nocfg":
             self._keep(graph, feed, {"r": r})
             return self._run(graph, feed)
