@@ -233,10 +233,6 @@ def quantize_prepared(graph, model_path: str, ranges, workdir: str, nodes: list[
     (RangeCollector.ranges(), passed to quantize_static as its calibration cache) on `nodes`
     (`int8_nodes` of the fp32 graph); returns a new OnnxGraph (`graph`, the fp32 one, gives the name,
     component and io spec; its weights are not read)."""
-    import dataclasses
-
-    import onnx
-    from onnx import numpy_helper
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
 
@@ -252,25 +248,15 @@ def quantize_prepared(graph, model_path: str, ranges, workdir: str, nodes: list[
             per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=ranges.calibration_method, use_external_data_format=True,
             extra_options=_calib_options())
-    model = onnx.load(path)  # external data from workdir
-    used = {i for n in model.graph.node for i in n.input}  # only what the quantized graph reads
-    weights = {t.name: np.ascontiguousarray(numpy_helper.to_array(t)) for t in model.graph.initializer
-               if t.name in used}
-    del model.graph.initializer[:]
-    del model.graph.value_info[:]
-    model.producer_name, model.doc_string = graph.model.producer_name, graph.model.doc_string
-    return dataclasses.replace(graph, model=model, weights=weights)
+    return _quantized_graph(graph, path)
 
 
 def quantize_graph(graph, feeds: list[dict], method: str, workdir: str):
     """Static int8 QDQ quantization of one fp32 OnnxGraph calibrated on `feeds` held in memory (the
     unbounded way, kept as the tests' reference for `RangeCollector` + `quantize_prepared`); returns a new
     OnnxGraph."""
-    import onnx
-    from onnx import numpy_helper
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    import dataclasses
     nodes = int8_nodes(graph)
     if not nodes:
         return graph
@@ -284,8 +270,18 @@ def quantize_graph(graph, feeds: list[dict], method: str, workdir: str):
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=getattr(CalibrationMethod, METHODS[method]), use_external_data_format=True,
             extra_options={**_calib_options(), "CalibStridedMinMax": 1})
+    return _quantized_graph(graph, path)
+
+
+def _quantized_graph(graph, path: str):
+    """The quantized model written at `path` as an OnnxGraph like `graph`: its weights taken out of the
+    proto (only those the quantized graph reads), so packing stores them once."""
+    import dataclasses
+
+    import onnx
+    from onnx import numpy_helper
     model = onnx.load(path)  # external data from workdir
-    used = {i for n in model.graph.node for i in n.input}  # only what the quantized graph reads
+    used = {i for n in model.graph.node for i in n.input}
     weights = {t.name: np.ascontiguousarray(numpy_helper.to_array(t)) for t in model.graph.initializer
                if t.name in used}
     del model.graph.initializer[:]
