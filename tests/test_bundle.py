@@ -56,6 +56,25 @@ def test_round_trip(bundle_file):
     b.close()
 
 
+def test_a_member_given_as_a_file_is_streamed_in(bundle_file, tmp_path):
+    """The exporter hands its weight blobs over as file paths (chunked reads, not a memory map): the
+    bundle is byte for byte the one written from the bytes, chunk boundaries included."""
+    from pathlib import Path
+
+    import gtr.runtime.bundle as bundle_module
+    path, members, _, _ = bundle_file
+    blob = tmp_path / "g.weights.file"
+    blob.write_bytes(np.asarray(members["g.weights"]).tobytes())
+    manifest, _, _ = _manifest()
+    old = bundle_module._FileMember.CHUNK
+    bundle_module._FileMember.CHUNK = 1000  # several chunks, the last one short
+    try:
+        write_bundle(tmp_path / "f.plan", manifest, {**members, "g.weights": Path(blob)})
+    finally:
+        bundle_module._FileMember.CHUNK = old
+    assert (tmp_path / "f.plan").read_bytes() == path.read_bytes()
+
+
 def test_atomic_write_leaves_no_temp_files(tmp_path):
     manifest, _, _ = _manifest()
     path = tmp_path / "a.plan"

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from gtr.calibration import CalibrationSpec, calibrate_graphs
-from gtr.calibration.collect import FeedStream, HeadPacker, pack, record
-from gtr.calibration.quantize import RangeCollector, int8_nodes, prepared_graph
-from gtr.export.exporter import fp32_sessions, open_session, static_shapes, write_model
+from gtr.calibration.collect import has_data, record
+from gtr.calibration.quantize import RangeCollector, _reader, int8_nodes, prepared_graph
+from gtr.export.exporter import fp32_sessions, static_shapes, write_model
 from gtr.export.graphs import export_graph, graph_modules
 
 from tiny_export_model import TINY  # noqa: E402  (tests/ is on sys.path under pytest)
@@ -35,55 +35,56 @@ def _same_feed(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def test_stream_hands_the_collectors_exactly_the_packed_feeds(graphs, plans):
-    """The stream sees what `pack` makes of the recorded list: the same feeds in the same order."""
-    g, d = graphs
-    spec = CalibrationSpec(classes=(0, 3), seeds=1).resolve(TINY.num_classes)
-    kept = record(fp32_sessions(g, str(d)), plans, spec, TINY.num_classes, TINY.token_dim)
-    got = {n: [] for n in NAMES}
-    stream = FeedStream({n: got[n].append for n in NAMES})
-    streamed = record(fp32_sessions(g, str(d)), plans, spec, TINY.num_classes, TINY.token_dim, sink=stream)
-    stream.finish()
-    assert streamed.feeds == {} and streamed.shapes == kept.shapes and streamed.images == kept.images
+def _collectors(g, folder) -> dict:
+    out = {}
     for n in NAMES:
-        want = pack(n, kept.feeds[n])
-        assert len(got[n]) == len(want) == stream.feeds[n] > 1, n
-        assert all(_same_feed(a, b) for a, b in zip(got[n], want)), n
-    assert any(f["tokens"].shape[1] == 0 for f in kept.feeds["backbone"])  # K = 0 calls exist ...
-    assert all(f["tokens"].size for f in got["backbone"])  # ... and are left out, as pack does
+        nodes = int8_nodes(g[n])
+        out[n] = RangeCollector(write_model(prepared_graph(g[n], nodes), str(folder / n)),
+                                [i["name"] for i in g[n].inputs], "max")
+    return out
 
 
-def test_head_packer_flushes_at_the_row_limit():
-    out = []
-    p = HeadPacker(out.append, max_rows=5)
-    feed = lambda r, v: {"x": np.full((r, 2), v, np.float32), "z": np.full((2 * r, 3), v, np.float32)}  # noqa: E731
-    for r, v in ((2, 1), (3, 2), (1, 3), (4, 4)):
-        p.add(feed(r, v))
-    p.flush()
-    assert [f["x"].shape[0] for f in out] == [5, 5]
-    assert out[0]["z"][:5, 0].tolist() == [1, 1, 2, 2, 2]  # [cond of each call; uncond of each call]
-    assert out[0]["z"][5:, 0].tolist() == [1, 1, 2, 2, 2]
+def _unoptimized_sessions(collectors) -> dict:
+    """Plain sessions of the same prepared graphs, optimized as the collectors' (not at all)."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return {n: ort.InferenceSession(c.model_path, so,
+                                    providers=["CPUExecutionProvider"]) for n, c in collectors.items()}
 
 
-def test_streamed_ranges_equal_the_unbounded_computation(graphs, plans, tmp_path):
-    """Ranges from one feed at a time (as sampling makes them) == onnxruntime's calibrator over the whole
-    recorded list at once (the unbounded way: every feed and intermediate tensor in memory)."""
-    g, d = graphs
+def test_collectors_sample_exactly_like_plain_sessions(graphs, plans, tmp_path):
+    """Sampling on the collectors (the augmented graphs) gives the sampler the graphs' own outputs:
+    the same calls and the same inputs as plain sessions of the same graphs."""
+    g, _ = graphs
     spec = CalibrationSpec(classes=(0, 3), seeds=1).resolve(TINY.num_classes)
-    kept = record(fp32_sessions(g, str(d)), plans, spec, TINY.num_classes, TINY.token_dim)
+    collectors = _collectors(g, tmp_path)
+    got = record(collectors, plans, spec, TINY.num_classes, TINY.token_dim, keep=True)
+    want = record(_unoptimized_sessions(collectors), plans, spec, TINY.num_classes, TINY.token_dim, keep=True)
+    assert got.shapes == want.shapes and got.images == want.images
+    for n in NAMES:
+        assert len(got.feeds[n]) == len(want.feeds[n]) > 1, n
+        assert all(_same_feed(a, b) for a, b in zip(got.feeds[n], want.feeds[n])), n
+        # every feed with data went into the ranges; K = 0 calls were run but left out of them
+        assert collectors[n].feeds == sum(map(has_data, got.feeds[n])), n
+    assert any(not has_data(f) for f in got.feeds["backbone"])
+
+
+def test_collected_ranges_equal_the_unbounded_computation(graphs, plans, tmp_path):
+    """Ranges merged call by call while sampling == onnxruntime's calibrator over the whole recorded
+    list at once (the unbounded way: every feed and intermediate tensor in memory)."""
+    g, _ = graphs
+    spec = CalibrationSpec(classes=(0, 3), seeds=1).resolve(TINY.num_classes)
+    collectors = _collectors(g, tmp_path / "streamed")
+    kept = record(collectors, plans, spec, TINY.num_classes, TINY.token_dim, keep=True)
     for n in ("backbone", "head"):
         nodes = int8_nodes(g[n])
         names = [i["name"] for i in g[n].inputs]
-        feeds = pack(n, kept.feeds[n])
-        path = write_model(prepared_graph(g[n], nodes), str(tmp_path / f"stream-{n}"))
-        streamed = RangeCollector(path, names, "max")
-        for f in feeds:
-            streamed.add(f)
+        feeds = [f for f in kept.feeds[n] if has_data(f)]
         whole = RangeCollector(write_model(prepared_graph(g[n], nodes), str(tmp_path / f"whole-{n}")), names, "max")
-        from gtr.calibration.quantize import _reader
         whole.calibrator.collect_data(_reader(feeds, names))  # all feeds in one collection
         whole.feeds = len(feeds)
-        a, b = streamed.ranges().data, whole.ranges().data
+        a, b = collectors[n].ranges().data, whole.ranges().data
         assert a.keys() == b.keys() and len(a) >= len(nodes)
         for k in a:
             assert np.array_equal(a[k].range_value, b[k].range_value), (n, k)
@@ -96,12 +97,11 @@ def _calibration_peak(g, d, plans, seeds: int) -> int:
     shapes = static_shapes(plans, 1)
     work = d / f"peak-{seeds}"
     work.mkdir()
-    paths = {n: write_model(graphs[n], str(work / f"fp32-{n}")) for n in NAMES}
     gc.collect()
     tracemalloc.start()
     try:
         calibrate_graphs(graphs, TINY, plans, 1, spec, shapes, True, str(work),
-                         open_sessions=lambda: {n: open_session(p) for n, p in paths.items()}, write_model=write_model)
+                         write_model=write_model)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -114,7 +114,7 @@ def _unbounded_peak(g, d, plans, seeds: int) -> int:
     gc.collect()
     tracemalloc.start()
     try:
-        rec = record(sessions, plans, spec, TINY.num_classes, TINY.token_dim)
+        rec = record(sessions, plans, spec, TINY.num_classes, TINY.token_dim, keep=True)
         _, peak = tracemalloc.get_traced_memory()
         del rec
     finally:
@@ -130,3 +130,28 @@ def test_calibration_peak_does_not_grow_with_the_number_of_images(graphs, plans,
     old_small, old_large = _unbounded_peak(g, tmp_path, plans, 2), _unbounded_peak(g, tmp_path, plans, 8)
     assert old_large >= 2.5 * old_small, (old_small, old_large)
     assert large < old_large
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_histograms_stay_bounded_when_the_range_grows(method):
+    """onnxruntime's histogram collector keeps its first feed's bin width and adds bins for larger
+    values: a first feed 1e6 times smaller than the later ones would need ~2e9 bins. Coarsened before
+    each feed, the bins stay within BIN_GROWTH x the initial count and every value is still counted."""
+    from types import SimpleNamespace
+
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    from gtr.calibration.quantize import BIN_GROWTH, _bound_histograms
+    collector = HistogramCollector(method, True, 2048, 128, 99.999, "same")
+    rng = np.random.default_rng(0)
+    args, count = [SimpleNamespace(name="x")], 0
+    for scale in (1e-4, 1e-2, 1.0, 1e2):
+        value = (rng.standard_normal(5000) * scale).astype(np.float32)
+        _bound_histograms(collector, args, [value])
+        collector.collect({"x": value})
+        count += value.size
+        hist, edges = collector.histogram_dict["x"][:2]
+        assert len(hist) <= BIN_GROWTH * 2048 + 2 and len(edges) == len(hist) + 1
+        assert hist.sum() == count and edges[-1] >= np.abs(value).max()
+    if method == "entropy":  # its bins stay symmetric about zero
+        assert np.isclose(edges[0], -edges[-1])

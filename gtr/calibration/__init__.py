@@ -1,17 +1,18 @@
 """INT8 calibration along the sampling plans (see gtr.calibration.collect and gtr.calibration.quantize).
 
-    graphs, record = calibrate_graphs(graphs, config, plans, batch, CalibrationSpec(seeds=2), shapes,
-                                      random_weights=False, workdir=d, open_sessions=..., write_model=...)
+    graphs, record = calibrate_graphs(graphs, config, plans, batch, CalibrationSpec(seeds=1), shapes,
+                                      random_weights=False, workdir=d, write_model=...)
 
-`graphs` are the exported fp32 OnnxGraphs to quantize; the fp32 graphs (given by the exporter as
-onnxruntime sessions) sample every plan for the calibration classes x seeds, and every graph input
-goes to that graph's range collector as it is made (bounded memory: nothing is kept per image), then
-each graph is quantized to int8 Q/DQ by onnxruntime.quantization with those ranges. `record` goes into
-the bundle manifest as "calibration".
+`graphs` are the exported fp32 OnnxGraphs to quantize. Each gets a range collector (onnxruntime's
+calibrator on its augmented graph), and the collectors themselves sample every plan for the
+calibration classes x seeds: each call runs once, giving the sampler its output and merging the
+ranges of that call's tensors (bounded memory: nothing is kept per image). Then each graph is quantized to int8 Q/DQ
+by onnxruntime.quantization with those ranges. `record` goes into the bundle manifest as
+"calibration".
 
 This package does not import gtr.export (the exporter calls it, one way): the exporter passes what
-calibration needs of it, `open_sessions()` -> {graph: fp32 session} and `write_model(graph, folder)`
--> the path of the graph written there with its weights as external data.
+calibration needs of it, `write_model(graph, folder)` -> the path of the graph written there with its
+weights as external data.
 """
 from __future__ import annotations
 
@@ -28,21 +29,20 @@ __all__ = ["CalibrationError", "CalibrationSpec", "DEFAULT_METHOD", "DEFAULT_SEE
 
 
 def calibrate_graphs(graphs: dict, config, plans, batch: int, spec: CalibrationSpec, shapes: dict,
-                     random_weights: bool, workdir: str, say=lambda s: None, *, open_sessions, write_model,
+                     random_weights: bool, workdir: str, say=lambda s: None, *, write_model,
                      release=lambda: None) -> tuple[dict, dict]:
     """Quantize fp32 `graphs` {name: OnnxGraph} to int8 with ranges gathered while sampling along `plans`.
 
     shapes: the bundle's static shapes (exporter.static_shapes); calibration must visit every one of
-    the quantized graphs'. open_sessions(): {graph: fp32 onnxruntime session} for every graph the
-    sampler needs (the VAE decoder may be left out: then nothing is decoded); the dict is cleared once
-    sampling is done. write_model(graph, folder) -> path (see the module docstring).
+    the quantized graphs'. Sampling needs the backbone and a head graph, all with int8 nodes; nothing is
+    decoded (the VAE decoder is not quantized). write_model(graph, folder) -> path (see the module docstring).
     `graphs` is consumed: once a graph is written for calibration its entry loses its weights.
     release(): called after each large free (the exporter gives freed heap memory back to the system).
     Returns ({name: int8 OnnxGraph} for the graphs that have int8 nodes, calibration record).
     """
     import onnxruntime
 
-    from gtr.calibration.collect import FeedStream, check_coverage, record
+    from gtr.calibration.collect import check_coverage, record
     from gtr.calibration.quantize import (EXCLUDE, PERCENTILE, VAE_INT8, RangeCollector, int8_nodes, prepared_graph,
                                           quantize_prepared)
     spec = spec.resolve(config.num_classes)
@@ -63,13 +63,11 @@ def calibrate_graphs(graphs: dict, config, plans, batch: int, spec: CalibrationS
         release()  # the model proto onnxruntime.quantization loaded to build the collector
         say(f"  {name}: {spec.method} range collector on {len(nodes[name])} int8 node(s) "
             f"({time.perf_counter() - t:.1f} s{_rss()})")
-    sessions = open_sessions()
-    say(f"  calibration: fp32 sessions for {', '.join(sessions)}{_rss()}")
-    stream = FeedStream({name: c.add for name, c in collectors.items()})
-    rec = record(sessions, plans, spec, config.num_classes, config.token_dim, sink=stream, say=say)
-    stream.finish()
-    sessions.clear()
-    del sessions
+    missing = [g for g in ("backbone", "head") if g not in collectors]
+    if missing:
+        raise CalibrationError(f"calibration samples with the graphs it quantizes: {', '.join(missing)} "
+                               "has no int8 node")
+    rec = record(collectors, plans, spec, config.num_classes, config.token_dim, say=say)
     release()
     check_coverage(rec, {k: v for k, v in shapes.items() if k in collectors}, batch)
     say(f"  calibration: sampled {rec.images} image(s) along {', '.join(p.name for p in plans)} "

@@ -1,23 +1,20 @@
-"""Calibration data from real sampling along the plans: every input each graph sees, streamed.
+"""Calibration data from real sampling along the plans: every input each graph sees.
 
-The fp32 graphs run the shared sampling loop (`gtr.runtime.sampler.sample`, the same loop as the
-runtime) for every plan, class and seed; a recording wrapper keeps the inputs of every call: the
-backbone at every AR step (each known-token count K and predicted-token count n of the plan), the head
-at every reverse step of every group (t = 999 down to 0, all respacings the plan uses) and the VAE
-decoder on the finished tokens. Activation ranges are therefore taken over all timesteps at once:
-a per-tensor range has to hold both x_t at t = 999 and at t = 0 (the large products of the update at
-t = 999 are not quantized: they live in the float update after the MLP).
+The graphs run the shared sampling loop (`gtr.runtime.sampler.sample`, the same loop as the runtime)
+for every plan, class and seed through a recording wrapper: the backbone at every AR step (each
+known-token count K and predicted-token count n of the plan), the head at every reverse step of every
+group (t = 999 down to 0, all respacings the plan uses) and the VAE decoder on the finished tokens.
+Activation ranges are therefore taken over all timesteps at once: a per-tensor range has to hold both
+x_t at t = 999 and at t = 0 (the large products of the update at t = 999 are not quantized: they live
+in the float update after the MLP).
 
-Head calls are row-wise (each row is one token at its own t), so calls are packed along rows into
-feeds of at most MAX_HEAD_ROWS rows: the calibrator then runs a few hundred large feeds instead of
-thousands of tiny ones, with the same per-tensor statistics.
-
-Bounded memory: nothing is kept for later. `record(..., sink=)` hands each graph input to `sink` as it
-is made: a `FeedStream` passes it to that graph's range collector at once (head calls after packing
-into a MAX_HEAD_ROWS feed), so calibration holds at most one packed head feed, whatever the number of
-images. Without a sink, `record` keeps every input in `Recorded.feeds` (and `pack` packs them): the
-unbounded computation, kept as the reference the tests compare the stream with (same feeds, in the
-same order, so the same ranges).
+Every input calibration sees is run on its graph's session, so the sessions decide what a run
+gathers. The exporter passes `gtr.calibration.quantize.RangeCollector`s: each runs the call on
+onnxruntime's augmented graph (the graph's own output plus every tensor the ranges are taken over)
+and merges that call's ranges at once, so sampling and range collection are ONE run per call and
+nothing is kept for later: memory does not depend on the number of images. With `keep=True`, `record`
+also keeps every input in `Recorded.feeds`: the unbounded computation, kept as the reference the
+tests compare the collectors with.
 """
 from __future__ import annotations
 
@@ -29,8 +26,12 @@ from gtr.calibration.spec import CalibrationError
 from gtr.calibration.spec import rss_note as _rss
 from gtr.runtime.head_inputs import head_graph, nocfg_on_cfg_graph
 
-MAX_HEAD_ROWS = 1024  # rows per packed head feed: bounds the calibrator's memory (MAR-B: ~40 tensors x 1024 x 4 KiB)
 PROGRESS_SECONDS = 30.0  # at most one AR-step progress line this often
+# Images per sampling call. Why not all classes at once: onnxruntime's augmented graphs keep every
+# tensor they take a range of alive until the end of the run (the reductions come last), so a call's
+# memory grows with its rows: MAR-L at 10 images per call went past 18 GiB. Per-image noise makes an
+# image the same whatever its batch companions, so this changes memory and speed only.
+IMAGES_PER_CALL = 2
 
 
 @dataclass
@@ -51,142 +52,87 @@ def per_image(graph: str, shape: dict, batch: int) -> tuple:
 
 
 class Recorder:
-    """Sampler components on fp32 onnxruntime sessions that keep every input they are called with.
+    """Sampler components on sessions that run (and so record) every input they are called with.
 
     No `diffuse` method on purpose: the loop then calls `head_step` once per reverse step, which is
     what has to be recorded. `images` = images per sampling call (shapes are stored per image).
+    keep: also keep every input in `rec.feeds` (the unbounded reference).
     """
 
-    def __init__(self, sessions: dict, images: int, rec: Recorded, sink=None, on_step=None):
-        self.sessions, self.images, self.rec, self.sink, self.on_step = sessions, images, rec, sink, on_step
+    def __init__(self, sessions: dict, images: int, rec: Recorded, keep: bool = False, on_step=None):
+        self.sessions, self.images, self.rec, self.keep, self.on_step = sessions, images, rec, keep, on_step
         self.inputs = {k: {i.name for i in s.get_inputs()} for k, s in sessions.items()}
         self.steps = 0
 
-    def _keep(self, graph, feed, shape):
-        if self.sink is None:
+    def _run(self, graph, feed, shape):
+        if self.keep:
             self.rec.feeds.setdefault(graph, []).append(feed)
-        else:
-            self.sink(graph, feed)
         self.rec.shapes.setdefault(graph, set()).add(per_image(graph, shape, self.images))
-
-    def _run(self, graph, feed):
         return self.sessions[graph].run(None, {k: v for k, v in feed.items() if k in self.inputs[graph]})[0]
 
     def backbone(self, tokens, positions, class_ids, pred_positions):
         feed = {"tokens": tokens, "positions": positions, "class_ids": class_ids, "pred_positions": pred_positions}
-        self._keep("backbone", feed, {"B": tokens.shape[0], "K": tokens.shape[1], "n": pred_positions.shape[1]})
         self.steps += 1
         if self.on_step is not None:
             self.on_step(self.steps)
-        return self._run("backbone", feed)
+        return self._run("backbone", feed, {"B": tokens.shape[0], "K": tokens.shape[1], "n": pred_positions.shape[1]})
 
     def head_step(self, x, t, z, coef, cfg_weight, noise):
         r = x.shape[0]
         feed = {"x": x.copy(), "t": t, "z": z, "coef": coef, "cfg_weight": cfg_weight, "noise": noise}
         if z.shape[0] == 2 * r:
-            self._keep("head", feed, {"r": r})
-            return self._run("head", feed)
-        # A no-CFG call: the head_nocfg graph's data, and also the CFG graph's with z duplicated and
-        # weight 1 (what the runtime runs when a bundle has no head_nocfg graph).
+            return self._run("head", feed, {"r": r})
+        # A no-CFG call: the CFG graph's data too, with z duplicated and weight 1 (what the runtime runs
+        # when a bundle has no head_nocfg graph), so both graphs' ranges cover it.
         zz, w = nocfg_on_cfg_graph(z)
-        as_cfg = {**feed, "z": zz, "cfg_weight": np.full((r, 1), w, np.float32)}
-        self._keep("head", as_cfg, {"r": r})
-        graph = head_graph(self.sessions.__contains__, cfg=False)
-        if graph == "head_nocfg":
-            self._keep(graph, feed, {"r": r})
-            return self._run(graph, feed)
-        return self._run("head", as_cfg)
+        as_cfg = self._run("head", {**feed, "z": zz, "cfg_weight": np.full((r, 1), w, np.float32)}, {"r": r})
+        if head_graph(self.sessions.__contains__, cfg=False) == "head_nocfg":
+            return self._run("head_nocfg", feed, {"r": r})
+        return as_cfg
 
     def decode(self, tokens):
-        feed = {"tokens": np.ascontiguousarray(tokens, dtype=np.float32)}
         if "vae_decoder" not in self.sessions:
             return None
-        self._keep("vae_decoder", feed, {"B": tokens.shape[0]})
-        return self._run("vae_decoder", feed)
+        return self._run("vae_decoder", {"tokens": np.ascontiguousarray(tokens, dtype=np.float32)}, {"B": tokens.shape[0]})
 
 
-def record(sessions: dict, plans, spec, num_classes: int, token_dim: int, sink=None, say=None) -> Recorded:
-    """Sample every plan for every seed with all calibration classes as one batch, recording inputs.
+def record(sessions: dict, plans, spec, num_classes: int, token_dim: int, keep: bool = False, say=None,
+           images_per_call: int = IMAGES_PER_CALL) -> Recorded:
+    """Sample every plan for every seed and calibration class (IMAGES_PER_CALL classes per call), running
+    (and so recording) every graph input on `sessions` ({graph: session}; see the module docstring).
 
-    sink(graph, feed): where each input goes (see module docstring); None keeps them all in memory.
-    say: progress lines, one per sampling call (the calibration classes of one plan and seed) and one
-    per AR step at most every PROGRESS_SECONDS, with the elapsed time."""
+    keep: also keep every input in the result's `feeds` (memory grows with the images).
+    say: progress lines, one per sampling call and one per AR step at most every PROGRESS_SECONDS, with
+    the elapsed time and the resident memory."""
     import time
 
     from gtr.runtime.sampler import sample
     rec = Recorded()
     labels = list(spec.classes)
+    chunks = [labels[i:i + images_per_call] for i in range(0, len(labels), images_per_call)]
     t0 = time.perf_counter()
-    calls = len(plans) * len(spec.seed_values)
+    calls = len(plans) * len(spec.seed_values) * len(chunks)
     done = 0
     for plan in plans:
         for seed in spec.seed_values:
-            last = [time.perf_counter()]
+            for chunk in chunks:
+                last = [time.perf_counter()]
 
-            def on_step(step, plan=plan, seed=seed, last=last):
-                now = time.perf_counter()
-                if say is not None and now - last[0] >= PROGRESS_SECONDS:
-                    last[0] = now
-                    say(f"  calibration: {plan.name} seed {seed}: AR step {step}/{plan.num_steps} "
-                        f"({now - t0:.0f} s{_rss()})")
+                def on_step(step, plan=plan, seed=seed, last=last, done=done):
+                    now = time.perf_counter()
+                    if say is not None and now - last[0] >= PROGRESS_SECONDS:
+                        last[0] = now
+                        say(f"  calibration: {plan.name} seed {seed}, call {done + 1}/{calls}: AR step "
+                            f"{step}/{plan.num_steps} ({now - t0:.0f} s{_rss()})")
 
-            sample(Recorder(sessions, len(labels), rec, sink, on_step), plan, labels, seed, token_dim=token_dim,
-                   num_classes=num_classes, decode="vae_decoder" in sessions)
-            rec.images += len(labels)
-            done += 1
-            if say is not None:
-                say(f"  calibration: sampled {len(labels)} image(s) along {plan.name}, seed {seed} ({done}/{calls}, "
-                    f"{rec.images} image(s), {time.perf_counter() - t0:.1f} s)")
+                sample(Recorder(sessions, len(chunk), rec, keep, on_step), plan, chunk, seed, token_dim=token_dim,
+                       num_classes=num_classes, decode="vae_decoder" in sessions)
+                rec.images += len(chunk)
+                done += 1
+                if say is not None:
+                    say(f"  calibration: sampled classes {', '.join(map(str, chunk))} along {plan.name}, seed {seed} "
+                        f"({done}/{calls}, {rec.images} image(s), {time.perf_counter() - t0:.1f} s{_rss()})")
     return rec
-
-
-class HeadPacker:
-    """Packs head feeds along rows as they come, exactly as `pack` packs the recorded list: a packed
-    feed is handed to `emit` as soon as the next call would take it past MAX_HEAD_ROWS rows."""
-
-    def __init__(self, emit, max_rows: int | None = None):
-        self.emit, self.max_rows = emit, MAX_HEAD_ROWS if max_rows is None else max_rows
-        self.group, self.rows = [], 0
-
-    def add(self, feed: dict) -> None:
-        r = feed["x"].shape[0]
-        if self.group and self.rows + r > self.max_rows:
-            self.flush()
-        self.group.append(feed)
-        self.rows += r
-
-    def flush(self) -> None:
-        if self.group:
-            merged = _merge_rows(self.group)
-            self.group, self.rows = [], 0
-            self.emit(merged)
-
-
-class FeedStream:
-    """The sink of a bounded-memory calibration: each feed goes to `collect[graph](feed)` at once
-    (after the same selection and packing as `pack`); graphs without a collector are dropped.
-    `feeds` counts the feeds each collector got; call `finish()` after the last sampling call."""
-
-    def __init__(self, collect: dict):
-        self.collect = collect
-        self.feeds = {g: 0 for g in collect}
-        self.packers = {g: HeadPacker(lambda f, g=g: self._emit(g, f)) for g in collect if g in ("head", "head_nocfg")}
-
-    def __call__(self, graph: str, feed: dict) -> None:
-        if graph not in self.collect:
-            return
-        if graph in self.packers:
-            self.packers[graph].add(feed)
-        elif all(np.asarray(v).size for v in feed.values()):
-            self._emit(graph, feed)
-
-    def _emit(self, graph, feed):
-        self.feeds[graph] += 1
-        self.collect[graph](feed)
-
-    def finish(self) -> None:
-        for packer in self.packers.values():
-            packer.flush()
 
 
 def check_coverage(rec: Recorded, required: dict, batch: int) -> None:
@@ -198,36 +144,12 @@ def check_coverage(rec: Recorded, required: dict, batch: int) -> None:
                                    f"(first: {missing[0]}): calibrate along every plan the bundle holds")
 
 
-def pack(graph: str, feeds: list[dict]) -> list[dict]:
-    """The feeds the range statistics are taken over: head feeds merged along rows (z keeps its
-    [cond; uncond] halves); backbone feeds with an empty input (the first AR step, K = 0) left out.
+def has_data(feed: dict) -> bool:
+    """False for a feed with an empty input (the first AR step, K = 0): its ranges are left out.
 
-    Why the latter: onnxruntime's calibrators reduce each tensor with ReduceMin/ReduceMax, which give
-    +inf/-inf on an empty tensor, and one infinite range poisons the merged range (NaN scales). The
-    tensors of a K = 0 step that are not empty (class/buffer rows of the encoder, the decoder) are seen
-    again at every later step of the plan.
+    Why: onnxruntime's calibrators reduce each tensor with ReduceMin/ReduceMax, which give +inf/-inf on
+    an empty tensor, and one infinite range poisons the merged range (NaN scales). The tensors of a
+    K = 0 step that are not empty (class/buffer rows of the encoder, the decoder) are seen again at
+    every later step of the plan.
     """
-    if graph not in ("head", "head_nocfg"):
-        return [f for f in feeds if all(np.asarray(v).size for v in f.values())]
-    out, group, rows = [], [], 0
-    for f in feeds + [None]:
-        if f is None or (group and rows + f["x"].shape[0] > MAX_HEAD_ROWS):
-            out.append(_merge_rows(group))
-            group, rows = [], 0
-        if f is not None:
-            group.append(f)
-            rows += f["x"].shape[0]
-    return [f for f in out if f is not None]
-
-
-def _merge_rows(group: list[dict]) -> dict | None:
-    if not group:
-        return None
-    merged = {k: np.concatenate([f[k] for f in group]) for k in group[0] if k != "z"}
-    rs = [f["x"].shape[0] for f in group]
-    if all(f["z"].shape[0] == 2 * r for f, r in zip(group, rs)):
-        z = [f["z"][:r] for f, r in zip(group, rs)] + [f["z"][r:] for f, r in zip(group, rs)]
-    else:
-        z = [f["z"] for f in group]
-    merged["z"] = np.concatenate(z)
-    return merged
+    return all(np.asarray(v).size for v in feed.values())

@@ -47,6 +47,13 @@ EXCLUDE = ("/input_proj/", "/final_layer/linear/")
 # output and an int32 bias; with input-only Q/DQ the conv runs as dequantize + fp32 conv (README, INT8).
 VAE_INT8 = False
 PERCENTILE = 99.999
+# What the range collectors take ranges of: the in- and outputs of the private Identity in front of each
+# int8 node (`prepared_graph`), i.e. exactly the int8 nodes' activation inputs. Why not onnxruntime's
+# default (every input and output of every MatMul/Gemm/Conv, attention scores included): its augmented
+# graph keeps every such tensor alive until its reductions at the end of the run, which at MAR-L with 4
+# rows per call took the calibration 4 GiB over its weights; ranges of the tensors quantization reads
+# are the same either way.
+CALIBRATED = ("Identity",)
 
 
 def int8_nodes(graph) -> list[str]:
@@ -73,31 +80,27 @@ def _quiet():
         root.setLevel(level)
 
 
-def _reader(feeds, input_names):
-    from onnxruntime.quantization import CalibrationDataReader
+class _FeedList:
+    """What onnxruntime's calibrators read feeds from (get_next until None), over a list.
 
-    class FeedReader(CalibrationDataReader):
-        """Feeds one at a time; len/set_range are what onnxruntime's strided calibration uses, so that
-        only one feed's intermediate tensors are held in memory."""
+    A module-level class on purpose: a class made per call inside a function keeps the feeds it
+    closes over alive until the cyclic garbage collector runs (classes are cycles), and calibration
+    makes one per graph call."""
 
-        def __init__(self):
-            names = set(input_names)
-            self.feeds = [{k: v for k, v in f.items() if k in names} for f in feeds]
-            self.start, self.end = 0, len(self.feeds)
+    def __init__(self, feeds, input_names):
+        names = set(input_names)
+        self.feeds = [{k: v for k, v in f.items() if k in names} for f in feeds]
+        self.next = 0
 
-        def __len__(self):
-            return len(self.feeds)
+    def get_next(self):
+        if self.next >= len(self.feeds):
+            return None
+        self.next += 1
+        return self.feeds[self.next - 1]
 
-        def set_range(self, start_index, end_index):
-            self.start, self.end = start_index, end_index
 
-        def get_next(self):
-            if self.start >= self.end:
-                return None
-            self.start += 1
-            return self.feeds[self.start - 1]
-
-    return FeedReader()
+def _reader(feeds, input_names) -> _FeedList:
+    return _FeedList(feeds, input_names)
 
 
 def prepared_graph(graph, nodes):
@@ -175,13 +178,16 @@ def _calib_options() -> dict:
 
 class RangeCollector:
     """onnxruntime.quantization's calibrator for one prepared graph (`prepared`, written to
-    `model_path`), fed one feed at a time as sampling makes them (gtr.calibration.collect.FeedStream).
+    `model_path`), used as that graph's session while calibration samples (gtr.calibration.collect).
 
-    The calibrator is the one quantize_static builds for the same options (its augmented model and
-    session, MinMax / Percentile / Entropy), and `add` calls its collect_data on one feed, as
-    quantize_static's strided collection (CalibStridedMinMax = 1) did over a list held in memory:
-    MinMax merges each feed's range into a running one, the histogram methods add each feed to their
-    histograms, so memory does not depend on the number of feeds. `ranges()` -> TensorsData.
+    The calibrator is the one quantize_static builds for the same options (its augmented model:
+    the graph's own output plus every tensor the ranges are taken over; MinMax / Percentile / Entropy).
+    `run(None, feed)` runs the augmented model once, hands those outputs to the calibrator's
+    collect_data for this one feed (as quantize_static's strided collection, CalibStridedMinMax = 1,
+    did over a list held in memory) and returns the graph's own output: sampling and range collection
+    are one run. MinMax merges each feed's range into a running one, the histogram methods add each
+    feed to their histograms, so memory does not depend on the number of feeds. A feed with an empty
+    input (K = 0) is run but left out of the ranges (collect.has_data). `ranges()` -> TensorsData.
     """
 
     def __init__(self, model_path: str, input_names, method: str):
@@ -189,11 +195,12 @@ class RangeCollector:
 
         from onnxruntime.quantization import CalibrationMethod
         from onnxruntime.quantization.calibrate import create_calibrator
+        self.model_path = str(model_path)
         folder = os.path.dirname(os.path.abspath(model_path))
         extra = _calib_options()
         calib_extra = {"symmetric": extra["CalibTensorRangeSymmetric"], "percentile": extra["CalibPercentile"]}
         with _quiet():
-            self.calibrator = create_calibrator(Path(model_path), list(OPS),
+            self.calibrator = create_calibrator(Path(model_path), list(CALIBRATED),
                                                 augmented_model_path=os.path.join(folder, "augmented_model.onnx"),
                                                 calibrate_method=getattr(CalibrationMethod, METHODS[method]),
                                                 use_external_data_format=True, extra_options=calib_extra)
@@ -207,16 +214,41 @@ class RangeCollector:
         so = onnxruntime.SessionOptions()
         so.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
         so.enable_cpu_mem_arena = False
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.calibrator.infer_session = None
-        self.calibrator.infer_session = onnxruntime.InferenceSession(
+        self.session = onnxruntime.InferenceSession(
             self.calibrator.augmented_model_path, sess_options=so, providers=self.calibrator.execution_providers)
+        self.calibrator.infer_session = self.session
+        original = sorted(self.calibrator.model_original_outputs)
+        out_names = [o.name for o in self.session.get_outputs()]
+        self.output = next(i for i, n in enumerate(out_names) if n in original)  # the graph's own (first) output
         self.names = set(input_names)
         self.feeds = 0
 
+    def get_inputs(self):
+        return self.session.get_inputs()
+
+    def run(self, output_names, feed: dict) -> list:
+        """The graph's output for `feed` (as a one-element list, like a session's run); the feed's ranges
+        are merged in on the way. output_names: ignored (the graph has one output)."""
+        from gtr.calibration.collect import has_data
+        feed = {k: v for k, v in feed.items() if k in self.names}
+        outputs = self.session.run(None, feed)
+        if has_data(feed):
+            if getattr(self.calibrator, "collector", None) is not None:  # histogram methods
+                _bound_histograms(self.calibrator.collector, self.session.get_outputs(), outputs)
+            self.calibrator.infer_session = _Replay(self.session, outputs)
+            try:
+                with _quiet():
+                    self.calibrator.collect_data(_reader([feed], self.names))
+            finally:
+                self.calibrator.infer_session = self.session
+            self.feeds += 1
+        return [outputs[self.output]]
+
     def add(self, feed: dict) -> None:
-        with _quiet():
-            self.calibrator.collect_data(_reader([feed], self.names))
-        self.feeds += 1
+        """Merge one feed's ranges (its output is not needed)."""
+        self.run(None, feed)
 
     def ranges(self):
         if not self.feeds:
@@ -225,7 +257,74 @@ class RangeCollector:
             return self.calibrator.compute_data()
 
     def close(self) -> None:
-        self.calibrator = None
+        self.calibrator = self.session = None
+
+
+BIN_GROWTH = 16  # a tensor's histogram may grow to this many times the collector's initial bins
+
+
+def _bound_histograms(collector, output_args, outputs) -> None:
+    """Coarsen each tensor's histogram (merging groups of 2 or 3 bins) until this call's largest |value| fits in
+    BIN_GROWTH x the collector's initial bin count.
+
+    Why: onnxruntime's histogram collector fixes a tensor's bin width at its first feed (its range /
+    num_bins) and adds bins of that width for every larger value after: when the first feed's range is
+    small (the first reverse step, an untrained model whose x_t grows along the chain), the bin count
+    grows without bound and collection stalls (measured: 16 million bins after 29 head calls of
+    mar-test). Merging bins keeps the same histogram at a coarser resolution. Entries are
+    (hist, edges, min, max) for percentile (absolute values, edges from the first |x|) and
+    (hist, edges, min, max, threshold) for entropy (edges over [-threshold, threshold])."""
+    limit = BIN_GROWTH * collector.num_bins
+    histograms = collector.histogram_dict
+    for arg, value in zip(output_args, outputs):
+        entry = histograms.get(arg.name)
+        if entry is None or not np.size(value):
+            continue
+        hist, edges = entry[0], entry[1]
+        width = float(edges[1] - edges[0])
+        amax = float(np.nanmax(np.abs(value)))
+        if not np.isfinite(amax) or width <= 0:
+            continue
+        symmetric = len(entry) == 5
+        threshold = float(entry[4]) if symmetric else None
+        # bins the collector would have after this feed
+        needed = lambda w: 2 * max(amax, threshold) / w if symmetric else (amax - float(edges[0])) / w  # noqa: E731
+        while needed(width) > limit and len(hist) >= 4:
+            # merge groups of 2 bins (3 for an odd count of entropy's symmetric bins, padded by the same
+            # number of empty bins on both ends, so that the bins stay symmetric about 0)
+            factor = 2 if len(hist) % 2 == 0 else 3
+            pad_hi = (len(hist) % 3 if factor == 3 else 0) if symmetric else -len(hist) % factor
+            pad_lo = pad_hi if symmetric else 0
+            step = edges.dtype.type(width)
+            if pad_lo or pad_hi:
+                hist = np.concatenate([np.zeros(pad_lo, hist.dtype), hist, np.zeros(pad_hi, hist.dtype)])
+                edges = np.concatenate([edges[0] - step * np.arange(pad_lo, 0, -1, dtype=edges.dtype), edges,
+                                        edges[-1] + step * np.arange(1, pad_hi + 1, dtype=edges.dtype)])
+                if symmetric:
+                    threshold += pad_hi * width
+            hist = hist.reshape(-1, factor).sum(axis=1)
+            edges = edges[::factor]
+            width *= factor
+        if symmetric:
+            entry = (*entry[:4], np.array(threshold, dtype=np.asarray(entry[4]).dtype))
+        histograms[arg.name] = (hist, edges, *entry[2:])
+
+
+class _Replay:
+    """The augmented session as the calibrator sees it during one collect_data: its run answers with
+    the outputs `RangeCollector.run` already computed for that feed (no second run)."""
+
+    def __init__(self, session, outputs):
+        self.session, self.outputs = session, outputs
+
+    def get_inputs(self):
+        return self.session.get_inputs()
+
+    def get_outputs(self):
+        return self.session.get_outputs()
+
+    def run(self, output_names, feed):
+        return self.outputs
 
 
 def quantize_prepared(graph, model_path: str, ranges, workdir: str, nodes: list[str]):
@@ -248,28 +347,6 @@ def quantize_prepared(graph, model_path: str, ranges, workdir: str, nodes: list[
             per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=ranges.calibration_method, use_external_data_format=True,
             extra_options=_calib_options())
-    return _quantized_graph(graph, path)
-
-
-def quantize_graph(graph, feeds: list[dict], method: str, workdir: str):
-    """Static int8 QDQ quantization of one fp32 OnnxGraph calibrated on `feeds` held in memory (the
-    unbounded way, kept as the tests' reference for `RangeCollector` + `quantize_prepared`); returns a new
-    OnnxGraph."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    nodes = int8_nodes(graph)
-    if not nodes:
-        return graph
-    if not feeds:
-        raise CalibrationError(f"no calibration data for the {graph.name} graph")
-    path = os.path.join(workdir, f"{graph.name}.int8.onnx")
-    with _quiet():
-        quantize_static(
-            prepared(graph, nodes), path, _reader(feeds, [i["name"] for i in graph.inputs]),
-            quant_format=QuantFormat.QDQ, op_types_to_quantize=list(OPS), nodes_to_quantize=nodes, per_channel=True,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            calibrate_method=getattr(CalibrationMethod, METHODS[method]), use_external_data_format=True,
-            extra_options={**_calib_options(), "CalibStridedMinMax": 1})
     return _quantized_graph(graph, path)
 
 

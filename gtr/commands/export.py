@@ -28,15 +28,17 @@ from gtr.commands.plan_options import plan_options
               help="Fetch the official weights into $GTR_HOME first (as `gtr download MODEL`; verified if there).")
 @click.option("--calib-classes", metavar="LIST",
               help="int8: calibration classes, e.g. 0-9 or 1,207,360 (default: 10 evenly spaced classes).")
-@click.option("--calib-seeds", type=int, help="int8: calibration images per class (seeds 10000, 10001, ...; default 2).")
-@click.option("--check/--no-check", "verify", default=True, show_default=True,
-              help="Check every graph against torch on ONNX Runtime at each static shape (--no-check saves "
-                   "most of a full-size export's time; gtr-check compares the bundle afterwards).")
+@click.option("--calib-seeds", type=int, help="int8: calibration images per class (seeds 10000, 10001, ...; default 1).")
+@click.option("--check", "verify", type=click.Choice(["spread", "all", "none"]), default="spread", show_default=True,
+              help="Check each graph against torch on ONNX Runtime at a spread of its static shapes (at most 8 "
+                   "evenly spaced plus the largest), at all of them (one run per AR step: most of an hour for "
+                   "MAR-H), or not at all (gtr-check compares the whole bundle afterwards).")
+@click.option("--no-check", "no_check", is_flag=True, help="The same as --check none.")
 @click.option("--calib-method", type=click.Choice(["max", "percentile", "entropy"]),
               help="int8: activation range method (default max, chosen by measured quality).")
 @friendly_errors
 def export_cmd(model, precision, checkpoint, weights, vae, random_weights, plans, batch, seed, output, download,
-               calib_classes, calib_seeds, verify, calib_method, **options):
+               calib_classes, calib_seeds, verify, no_check, calib_method, **options):
     """Export a MAR model into one .plan bundle (ONNX graphs + manifest) for gtr-run.
 
     Without --checkpoint the official files are looked up in $GTR_HOME (default ~/.cache/gtr):
@@ -50,6 +52,9 @@ def export_cmd(model, precision, checkpoint, weights, vae, random_weights, plans
       gtr-export --model mar-b --download                 # fetch the official weights first
       gtr-export --model mar-tiny --precision int8 --calib-classes 0-9 --calib-seeds 2
     """
+    if no_check and verify != "spread":
+        raise click.BadParameter(f"--no-check and --check {verify} ask for different checks: give one")
+    verify = "none" if no_check else verify
     if random_weights and (checkpoint or vae):
         raise click.BadParameter("--random-weights exports untrained weights: give it or --checkpoint/--vae, not both")
     from gtr.extras import require

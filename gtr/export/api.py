@@ -12,7 +12,7 @@ from pathlib import Path
 
 def export(model: str, output=None, *, precision: str = "fp32", plans=None, checkpoint=None, vae=None,
            weights: str = "ema", random_weights: bool = False, download: bool = False, batch: int = 1,
-           seed: int = 0, log=print, calibration=None, verify: bool = True, **plan_options) -> Path:
+           seed: int = 0, log=print, calibration=None, verify="spread", **plan_options) -> Path:
     """Export `model` (mar-b, mar-l, mar-h, mar-tiny, mar-test) into one .plan bundle; returns its path.
 
     output: default <model>-<precision>.plan. plans: names, mar-N or plan .json files (the first is
@@ -21,8 +21,9 @@ def export(model: str, output=None, *, precision: str = "fp32", plans=None, chec
     plan_options: the plan options of gtr-plan by their Python names (cfg, temperature, t_rec, ...).
     log: called with each progress line (None: quiet).
     calibration: int8 only, a gtr.calibration.CalibrationSpec (classes, seeds, method); default its defaults.
-    verify: check every graph against torch on ONNX Runtime at each listed shape (False: skip, saves
-    minutes on big models).
+    verify: the check of each graph against torch on ONNX Runtime: "spread" (default: at most 8 evenly
+    spaced static shapes plus the largest), "all" (every listed shape: most of an hour for MAR-H) or
+    "none"; True / False mean "spread" / "none".
     """
     from gtr.configs import get_config
     from gtr.errors import ExportError
@@ -35,6 +36,8 @@ def export(model: str, output=None, *, precision: str = "fp32", plans=None, chec
         raise ExportError(f"batch must be an integer >= 1, got {batch!r}")
     if random_weights and (checkpoint is not None or vae is not None):
         raise ExportError("random_weights exports untrained weights: give it or checkpoint/vae, not both")
+    from gtr.export.verify import check_mode
+    verify = check_mode(verify)  # a bad value fails before any work
     config = get_config(model)
     if precision == "int8":  # validate the calibration request before loading weights
         from gtr.calibration import CalibrationSpec

@@ -6,8 +6,8 @@
 
 Steps: export each graph once with symbolic axes (one graph serves every step of every plan), apply
 the precision, pack each component's weights into one blob shared by its graphs, run the ONNX checker
-(full check), run every graph on onnxruntime CPU against the torch module for every static shape the
-plans need, then write the bundle atomically.
+(full check), run every graph on onnxruntime CPU against the torch module at the static shapes the
+plans need (a spread of them by default, gtr.export.verify.check_shapes), then write the bundle atomically.
 
 Memory (docs/full-size.md): a component's blob is written to a file in the export's temporary folder
 as it is packed and its in-memory arrays are dropped right after, so fp32 / fp16 exports hold the torch
@@ -35,7 +35,7 @@ from gtr.export.graphs import OPSET, export_graph, graph_modules, reference_modu
 from gtr.export.packing import pack_component
 from gtr.export.precision import PRECISION_NOTES, apply_precision, check_precision, store_fp16
 from gtr.export.progress import ExportGuard, peak_rss, release_memory
-from gtr.export.verify import verify_graph
+from gtr.export.verify import check_mode, check_shapes, verify_graph
 from gtr.runtime.fidelity import tolerance
 
 WEIGHTS_MEMBER = "{component}.weights"
@@ -151,19 +151,22 @@ COMPONENTS = (("backbone", ("backbone",)), ("head", ("head", "head_nocfg")), ("v
 
 
 def export_bundle(config, model, vae, plans, batch: int, precision: str, out_path, random_weights: bool,
-                  sources: dict | None = None, progress=None, log=None, verify: bool = True,
+                  sources: dict | None = None, progress=None, log=None, verify="spread",
                   calibration=None) -> dict:
     """Export `model` (MAR) and `vae` (AutoencoderKL, decoder side) for `plans` into one bundle file.
 
     progress / log: optional callables taking one line of text. Returns a summary dict: path, size,
     errors {graph: max error relative to scale}, seconds, members {name: bytes}, graphs.
     calibration: int8 only, a gtr.calibration.CalibrationSpec (default: its defaults).
+    verify: which static shapes each graph is checked at against torch: "spread" (default), "all",
+    "none" (gtr.export.verify.check_shapes; True = "spread", False = "none").
     Raises ExportError (one-line message) when the export cannot be done or fails its checks.
     """
     say = progress or log or (lambda s: None)
     t0 = time.perf_counter()
     plans = list(plans)
     _check_inputs(config, model, vae, plans, batch, precision)
+    verify = check_mode(verify)
     if precision == "int8":  # a bad calibration request fails here, before any work
         from gtr.calibration import CalibrationSpec
         calibration = (calibration or CalibrationSpec()).resolve(config.num_classes)
@@ -208,10 +211,7 @@ def export_bundle(config, model, vae, plans, batch: int, precision: str, out_pat
                     f"peak RSS {peak_rss() / 2**30:.1f} GiB)")
                 del g
             if precision == "int8" and component != "vae_decoder":
-                for g in graphs:
-                    with guard.step(f"{g.name}: fp32 graph for calibration"):
-                        write_model(g, os.path.join(workdir, f"fp32-{g.name}"))
-                    fp32[g.name] = g
+                fp32.update((g.name, g) for g in graphs)
             else:
                 pack(component, graphs)
             del graphs
@@ -219,16 +219,10 @@ def export_bundle(config, model, vae, plans, batch: int, precision: str, out_pat
         calibration_record = None
         if precision == "int8":
             from gtr.calibration import calibrate_graphs
-            fp32_names = list(fp32)
-
-            def open_sessions():
-                with guard.step("calibration: fp32 sessions"):
-                    return {n: open_session(os.path.join(workdir, f"fp32-{n}", f"{n}.onnx")) for n in fp32_names}
-
             with guard.step("calibration"):
                 quantized, calibration_record = calibrate_graphs(
                     fp32, config, plans, batch, calibration, shapes, random_weights, workdir, say,
-                    open_sessions=open_sessions, write_model=write_model, release=release_memory)
+                    write_model=write_model, release=release_memory)
             fp32.clear()
             for component, gnames in components:
                 if component != "vae_decoder":  # float tensors left by quantization: stored fp16 too
@@ -236,7 +230,7 @@ def export_bundle(config, model, vae, plans, batch: int, precision: str, out_pat
             del quantized
         for component, gnames in components:
             folder, location, protos, blob, graphs = packed[component]
-            members[location] = blob
+            members[location] = Path(folder, location) if len(blob) else blob  # streamed from its file
             for g in graphs:
                 with guard.step(f"{g.name}: onnx checker"):
                     path = check_graph(g.name, protos[g.name], location, None, folder)
@@ -244,16 +238,18 @@ def export_bundle(config, model, vae, plans, batch: int, precision: str, out_pat
                 members[member] = protos[g.name]
                 entry = {"member": member, "weights": location, "component": component, "opset": OPSET,
                          "precision": precision, **g.io_spec(), "static_shapes": shapes[g.name]}
-                if verify:
+                checked = check_shapes(shapes[g.name], verify)
+                if checked:
                     t = time.perf_counter()
                     with guard.step(f"{g.name}: shape check"):
                         session = open_session(path)
-                        err = verify_graph(g.name, session, reference_module(modules[g.name]), shapes[g.name], config,
+                        err = verify_graph(g.name, session, reference_module(modules[g.name]), checked, config,
                                            plans, tol[g.name], say=say)
                         del session
                     errors[g.name] = err
                     entry["max_error"] = err
-                    say(f"  {g.name}: checked {len(shapes[g.name])} shape(s) on onnxruntime CPU, max error "
+                    entry["checked_shapes"] = len(checked)
+                    say(f"  {g.name}: checked {len(checked)} of {len(shapes[g.name])} shape(s) on onnxruntime CPU, max error "
                         f"{err:.2e} (tolerance {tol[g.name]:g}, {time.perf_counter() - t:.1f} s, "
                         f"{guard.elapsed():.0f} s in all, peak RSS {peak_rss() / 2**30:.1f} GiB)")
                 graphs_manifest[g.name] = entry
@@ -291,7 +287,7 @@ def export_bundle(config, model, vae, plans, batch: int, precision: str, out_pat
             size = write_bundle(out_path, manifest, members)
         say(f"  wrote the bundle: {size / 2**20:.1f} MiB ({time.perf_counter() - t:.1f} s, peak RSS "
             f"{peak_rss() / 2**30:.1f} GiB)")
-        members = {k: len(v) for k, v in members.items()}
+        members = {k: (v.stat().st_size if isinstance(v, Path) else len(v)) for k, v in members.items()}
         packed.clear()
     seconds = time.perf_counter() - t0
     return {"path": str(out_path), "size": size, "errors": errors, "seconds": seconds,

@@ -153,10 +153,16 @@ def _set_shape(value_info, shape):
 
 
 def export_graph(name: str, module, config, workdir: str) -> OnnxGraph:
-    """Export one module to ONNX (opset 17, symbolic batch/length axes) and split off its weights."""
+    """Export one module to ONNX (opset 17, symbolic batch/length axes) and split off its weights.
+
+    Memory: the exporter gets the graph only (`export_params=False`, no constant folding), so it never
+    copies a weight; the weights are the module's own tensors, as numpy views (`fold_weights` applies
+    the weight-only nodes torch's folding would have: transposes as views, the few small others
+    computed). The graph is the one torch's folding makes: the same non-Constant nodes, under the same
+    names. Before this, the exporter's folded copies, its proto and the serialized proto made a
+    fp32 MAR-B/L export peak at 3.7-3.9x the weights (docs/full-size.md)."""
     import onnx
     import torch
-    from onnx import numpy_helper
 
     inputs, outputs = io_specs(config)[name]
     args = trace_args(name, config)
@@ -167,15 +173,25 @@ def export_graph(name: str, module, config, workdir: str) -> OnnxGraph:
         try:
             torch.onnx.export(module, args, path, dynamo=False, input_names=[n for n, _, _ in inputs],
                               output_names=[n for n, _, _ in outputs], opset_version=OPSET,
-                              dynamic_axes=dynamic_axes, do_constant_folding=True)
+                              dynamic_axes=dynamic_axes, do_constant_folding=False, export_params=False)
         except Exception as e:  # noqa: BLE001 - any exporter failure is an export error
             raise ExportError(f"torch.onnx.export of {name} failed: {str(e).strip().splitlines()[0]}") from e
-    model = onnx.load(path, load_external_data=False)
-    weights = {}
-    for init in model.graph.initializer:
-        arr = numpy_helper.to_array(init, base_dir=workdir)
-        weights[init.name] = np.ascontiguousarray(arr)
-    del model.graph.initializer[:]
+    model = onnx.load(path)
+    os.remove(path)
+    state = {**dict(module.named_parameters(remove_duplicate=False)), **dict(module.named_buffers(remove_duplicate=False))}
+    real = {n for n, _, _ in inputs}
+    params, kept = {}, []
+    for vi in model.graph.input:  # the weights arrive as extra graph inputs, named as in the module
+        if vi.name in real:
+            kept.append(vi)
+        elif vi.name in state:
+            params[vi.name] = arr = state[vi.name].detach().numpy()  # a view of the module's tensor: no copy
+            arr.flags.writeable = False  # nothing downstream may write into the torch model
+        else:
+            raise ExportError(f"{name}: the exported graph reads {vi.name!r}, which is not a weight of the module")
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    weights = fold_weights(model, params)
     del model.graph.value_info[:]
     present = {i.name for i in model.graph.input}
     spec_in = [(n, dt, s) for n, dt, s in inputs if n in present]  # unused inputs are dropped by the exporter
@@ -193,3 +209,40 @@ def export_graph(name: str, module, config, workdir: str) -> OnnxGraph:
     as_dict = lambda spec: [{"name": n, "dtype": dt, "shape": list(s)} for n, dt, s in spec]  # noqa: E731
     return OnnxGraph(name=name, component=COMPONENT[name], model=model, weights=weights,
                      inputs=as_dict(spec_in), outputs=as_dict(outputs))
+
+
+def fold_weights(model, params: dict) -> dict:
+    """Fold the nodes of `model` whose inputs are all constant (weights, Constant nodes, folded outputs)
+    into weights, as torch's constant folding does; returns {name: np.ndarray} of the weights the
+    remaining nodes read. Transposes (of linear weights) become views of their input, no copy;
+    anything else is computed by onnx's reference evaluator (small: shape constants, a concat of
+    embeddings). Constant nodes stay nodes (as torch leaves them), unless nothing reads them any more."""
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    values = dict(params)  # every constant value known so far
+    folded = dict.fromkeys(params)  # the ones that become weights, in a fixed order (bundles are deterministic)
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            attr = node.attribute[0]
+            if attr.name == "value":
+                values[node.output[0]] = numpy_helper.to_array(attr.t)
+            nodes.append(node)
+            continue
+        if node.input and all(x in values for x in node.input if x):
+            if node.op_type == "Transpose":
+                perm = [list(a.ints) for a in node.attribute if a.name == "perm"]
+                arr = values[node.input[0]]
+                values[node.output[0]] = arr.transpose(perm[0]) if perm else arr.T
+            else:
+                outs = ReferenceEvaluator(node).run(None, {x: values[x] for x in node.input if x})
+                values.update((o, np.asarray(v)) for o, v in zip(node.output, outs))
+            folded.update(dict.fromkeys(node.output))
+            continue
+        nodes.append(node)
+    used = {x for n in nodes for x in n.input} | {o.name for o in model.graph.output}
+    nodes = [n for n in nodes if n.op_type != "Constant" or n.output[0] in used]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return {k: values[k] for k in folded if k in used}

@@ -49,18 +49,43 @@ def _as_buffer(data) -> memoryview:
     return mv.cast("B") if mv.c_contiguous else memoryview(mv.tobytes())
 
 
+class _FileMember:
+    """A member given as a file path: hashed and copied in chunks with plain reads, so that a
+    multi-GB weight blob never becomes this process's memory (a memory map of it would count in its
+    resident set as its pages are read)."""
+    CHUNK = 8 << 20
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self.nbytes = os.path.getsize(self.path)
+
+    def chunks(self):
+        with open(self.path, "rb") as f:
+            while chunk := f.read(self.CHUNK):
+                yield chunk
+
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        for chunk in self.chunks():
+            h.update(chunk)
+        return h.hexdigest()
+
+
 def write_bundle(path, manifest: dict, members: dict) -> int:
-    """Write `manifest` (JSON-able dict) and `members` {name: bytes-like} to one file, atomically.
+    """Write `manifest` (JSON-able dict) and `members` {name: bytes-like, or the path of a file whose
+    bytes are the member} to one file, atomically.
 
     The manifest gets `format`, `format_version` and `members` (offset, length, sha256 of each) filled
     in; the caller's dict is not modified. Returns the file size in bytes.
     """
-    bufs = {name: _as_buffer(data) for name, data in members.items()}
+    bufs = {name: _FileMember(data) if isinstance(data, os.PathLike) else _as_buffer(data)
+            for name, data in members.items()}
     table, offset = {}, 0
     for name, buf in bufs.items():
         if not isinstance(name, str) or not name:
             raise BundleError(f"bad member name {name!r}")
-        table[name] = {"offset": offset, "length": buf.nbytes, "sha256": hashlib.sha256(buf).hexdigest()}
+        digest = buf.sha256() if isinstance(buf, _FileMember) else hashlib.sha256(buf).hexdigest()
+        table[name] = {"offset": offset, "length": buf.nbytes, "sha256": digest}
         offset = _align(offset + buf.nbytes)
     m = dict(manifest)
     m["format"], m["format_version"], m["members"] = FORMAT, FORMAT_VERSION, table
@@ -77,7 +102,8 @@ def write_bundle(path, manifest: dict, members: dict) -> int:
         for name, buf in bufs.items():
             start = table[name]["offset"]
             f.write(b"\0" * (start - pos))
-            f.write(buf)
+            for chunk in (buf.chunks() if isinstance(buf, _FileMember) else (buf,)):
+                f.write(chunk)
             pos = start + buf.nbytes
 
     atomic_write(path, write)
