@@ -10,12 +10,11 @@ from gtr.calibration import CalibrationError, CalibrationSpec, parse_classes
 from gtr.calibration.collect import check_coverage, has_data, record
 from gtr.calibration.quantize import int8_nodes
 from gtr.export.exporter import export_bundle, fp32_sessions, static_shapes
-from gtr.export.onnx_export import export_graph, graph_modules
 from gtr.runtime.bundle import read_bundle
 from gtr.runtime.onnx_backend import OnnxComponents
 from gtr.runtime.sampler import sample
 
-from tiny_export_model import TINY  # noqa: E402  (tests/ is on sys.path under pytest)
+from tiny_export_model import TINY, tiny_graphs  # noqa: E402  (tests/ is on sys.path under pytest)
 from torch_free import run_without_torch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -46,8 +45,7 @@ def bundles(models, plans, tmp_path_factory):
 @pytest.fixture(scope="module")
 def fp32_graphs(models, tmp_path_factory):
     d = tmp_path_factory.mktemp("graphs")
-    mods = graph_modules(*models, TINY.grid)
-    return {n: export_graph(n, mods[n], TINY, str(d)) for n in ("backbone", "head", "head_nocfg", "vae_decoder")}, d
+    return tiny_graphs(models, d, ("backbone", "head", "head_nocfg", "vae_decoder"))[1], d
 
 
 def test_calibration_visits_every_static_shape_and_timestep(fp32_graphs, plans):

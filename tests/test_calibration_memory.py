@@ -15,9 +15,8 @@ from gtr.calibration import CalibrationSpec, calibrate_graphs
 from gtr.calibration.collect import has_data, record
 from gtr.calibration.quantize import RangeCollector, _reader, int8_nodes, prepared_graph
 from gtr.export.exporter import fp32_sessions, static_shapes, write_model
-from gtr.export.graphs import export_graph, graph_modules
 
-from tiny_export_model import TINY  # noqa: E402  (tests/ is on sys.path under pytest)
+from tiny_export_model import TINY, tiny_graphs  # noqa: E402  (tests/ is on sys.path under pytest)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -27,8 +26,7 @@ NAMES = ("backbone", "head", "head_nocfg")
 @pytest.fixture(scope="module")
 def graphs(models, tmp_path_factory):
     d = tmp_path_factory.mktemp("calib-mem")
-    mods = graph_modules(*models, TINY.grid)
-    return {n: export_graph(n, mods[n], TINY, str(d)) for n in NAMES}, d
+    return tiny_graphs(models, d, NAMES)[1], d
 
 
 def _same_feed(a: dict, b: dict) -> bool:

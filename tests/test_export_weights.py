@@ -10,8 +10,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from gtr.export.graphs import OPSET, export_graph, graph_modules, io_specs, trace_args
-from tiny_export_model import TINY
+from gtr.export.graphs import OPSET, io_specs, trace_args
+from tiny_export_model import TINY, tiny_graphs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -21,8 +21,7 @@ NAMES = ("backbone", "head", "vae_decoder")
 @pytest.fixture(scope="module")
 def exported(models, tmp_path_factory):
     d = tmp_path_factory.mktemp("weights")
-    mods = graph_modules(*models, TINY.grid)
-    return mods, {n: export_graph(n, mods[n], TINY, str(d)) for n in NAMES}, d
+    return (*tiny_graphs(models, d, NAMES), d)
 
 
 def _torch_folded(name, module, folder):

@@ -42,3 +42,11 @@ def tiny_models(seed=0):
         net.final_layer.linear.bias.zero_()
         vae.decoder.conv_out.weight.mul_(25.0)
     return mar, vae
+
+
+def tiny_graphs(models, folder, names):
+    """The test model's graphs exported one by one (gtr.export.graphs): ({name: torch module},
+    {name: OnnxGraph})."""
+    from gtr.export.graphs import export_graph, graph_modules
+    mods = graph_modules(*models, TINY.grid)
+    return mods, {n: export_graph(n, mods[n], TINY, str(folder)) for n in names}
