@@ -96,8 +96,7 @@ class Recorder:
         return self._run("vae_decoder", {"tokens": np.ascontiguousarray(tokens, dtype=np.float32)}, {"B": tokens.shape[0]})
 
 
-def record(sessions: dict, plans, spec, num_classes: int, token_dim: int, keep: bool = False, say=None,
-           images_per_call: int = IMAGES_PER_CALL) -> Recorded:
+def record(sessions: dict, plans, spec, num_classes: int, token_dim: int, keep: bool = False, say=None) -> Recorded:
     """Sample every plan for every seed and calibration class (IMAGES_PER_CALL classes per call), running
     (and so recording) every graph input on `sessions` ({graph: session}; see the module docstring).
 
@@ -109,7 +108,7 @@ def record(sessions: dict, plans, spec, num_classes: int, token_dim: int, keep: 
     from gtr.runtime.sampler import sample
     rec = Recorded()
     labels = list(spec.classes)
-    chunks = [labels[i:i + images_per_call] for i in range(0, len(labels), images_per_call)]
+    chunks = [labels[i:i + IMAGES_PER_CALL] for i in range(0, len(labels), IMAGES_PER_CALL)]
     t0 = time.perf_counter()
     calls = len(plans) * len(spec.seed_values) * len(chunks)
     done = 0

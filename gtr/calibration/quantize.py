@@ -220,7 +220,8 @@ class RangeCollector:
             self.calibrator.augmented_model_path, sess_options=so, providers=self.calibrator.execution_providers)
         self.calibrator.infer_session = self.session
         original = sorted(self.calibrator.model_original_outputs)
-        out_names = [o.name for o in self.session.get_outputs()]
+        self.output_args = self.session.get_outputs()
+        out_names = [o.name for o in self.output_args]
         self.output = next(i for i, n in enumerate(out_names) if n in original)  # the graph's own (first) output
         self.names = set(input_names)
         self.feeds = 0
@@ -236,7 +237,7 @@ class RangeCollector:
         outputs = self.session.run(None, feed)
         if has_data(feed):
             if getattr(self.calibrator, "collector", None) is not None:  # histogram methods
-                _bound_histograms(self.calibrator.collector, self.session.get_outputs(), outputs)
+                _bound_histograms(self.calibrator.collector, self.output_args, outputs)
             self.calibrator.infer_session = _Replay(self.session, outputs)
             try:
                 with _quiet():

@@ -19,7 +19,7 @@ SPREAD = 8
 
 def check_mode(check) -> str:
     """'spread' | 'all' | 'none' from a check option (True = 'spread', False = 'none'); ExportError otherwise."""
-    mode = {True: "spread", False: "none"}.get(check, check) if isinstance(check, bool) else check
+    mode = ("spread" if check else "none") if isinstance(check, bool) else check
     if mode not in CHECKS:
         raise ExportError(f"check must be one of {', '.join(CHECKS)} (or True / False), got {check!r}")
     return mode
