@@ -8,11 +8,13 @@
 Each export runs as its own process under `/usr/bin/time -v` (peak RSS = its "Maximum resident set
 size", which counts the torch model, the graphs, the sessions and the mapped weight files), with
 --random-weights and otherwise the options given after `--` (default: none, i.e. gtr-export's
-defaults: plans gtr and mar-64, 10 classes x 2 seeds of calibration for int8). `--record` takes a run
+defaults: plans gtr and mar-64, 10 classes x 1 seed of calibration for int8). `--record` takes a run
 made by hand the same way (`/usr/bin/time -v gtr-export ... > LOG 2>&1`) instead of running it.
 `--bench` then times each bundle with gtr-bench (onnxruntime, plan gtr, batch 1, one round, no
 warm-up run, images decoded) and keeps its s/image. `--torch-ref MODEL` adds gtr-bench's PyTorch
 reference (mar-64 and gtr plans) for the same random weights, side by side with the bundles.
+`--bench-json MODEL:BENCH.JSON` takes the s/image of a gtr-bench run made by hand on MODEL's bundles
+(e.g. with the official sampler beside them) and keeps all its rows as that model's side-by-side run.
 
 Results merge into <outdir>/results.json (one entry per model and precision, newest wins) and the
 markdown table <outdir>/full_size.md; the fp32 weight size per model (parameters x 4 bytes, what the
@@ -191,14 +193,14 @@ def main(argv=None) -> int:
             if row["backend"] == "onnxruntime" and row["plan"] == "gtr" and row["batch"] == 1 and key in data["results"]:
                 data["results"][key]["s_per_image"] = row["s_per_image"]
                 data["results"][key]["split_s_per_image"] = row["split_s_per_image"]
-        data.setdefault("torch_reference", {})[m] = {
+        data.setdefault("bench_runs", {})[m] = {
             "rows": [{k: x[k] for k in ("backend", "precision", "plan", "batch", "s_per_image")} for x in rows],
-            "text": "\n".join(f"{x['backend']:12s} {x['precision']:5s} {x['plan']:7s} batch {x['batch']}: "
+            "text": "\n".join(f"{x['backend']:12s} {x['precision'] or '':5s} {x['plan']:7s} batch {x['batch']}: "
                               f"{x['s_per_image']:.1f} s/image" for x in rows)}
     if a.torch_ref:
         bundles = [e["bundle"] for k, e in sorted(data["results"].items())
                    if e["model"] == a.torch_ref and e.get("bundle_bytes") and Path(e["bundle"]).is_file()]
-        data.setdefault("torch_reference", {})[a.torch_ref] = torch_reference(a.torch_ref, a.work, bundles)
+        data.setdefault("bench_runs", {})[a.torch_ref] = torch_reference(a.torch_ref, a.work, bundles)
     for m in {e["model"] for e in data["results"].values()}:
         if m not in data["weights"]:
             data["weights"][m] = fp32_weight_bytes(m)
@@ -208,9 +210,9 @@ def main(argv=None) -> int:
           f"Machine: {data['machine']['cpus']} CPUs, {data['machine']['memory_bytes'] / GiB:.0f} GiB; "
           "`benchmarks/full_size.py` (peak RSS from `/usr/bin/time -v`; s/image from gtr-bench, plan gtr, "
           "batch 1, onnxruntime CPU).", "", table(data["results"], data["weights"])]
-    for m, ref in (data.get("torch_reference") or {}).items():
-        if ref.get("text"):
-            md += [f"## {m}: bundles vs torch (gtr-bench)", "", "```", ref["text"].strip(), "```", ""]
+    for m, run in sorted((data.get("bench_runs") or {}).items()):
+        if run.get("text"):
+            md += [f"## {m}: gtr-bench, side by side in one run", "", "```", run["text"].strip(), "```", ""]
     (a.outdir / "full_size.md").write_text("\n".join(md))
     print((a.outdir / "full_size.md").read_text())
     return 0
