@@ -196,7 +196,9 @@ def main(argv=None) -> int:
         data.setdefault("bench_runs", {})[m] = {
             "rows": [{k: x[k] for k in ("backend", "precision", "plan", "batch", "s_per_image")} for x in rows],
             "text": "\n".join(f"{x['backend']:12s} {x['precision'] or '':5s} {x['plan']:7s} batch {x['batch']}: "
-                              f"{x['s_per_image']:.1f} s/image" for x in rows)}
+                              f"{x['s_per_image']:6.1f} s/image" + ("" if x.get("decode", True) else " (tokens only)")
+                              + (f", tokens {x['speedup_tokens']:.1f}x {x['baseline']}" if x.get("speedup_tokens") else "")
+                              for x in rows)}
     if a.torch_ref:
         bundles = [e["bundle"] for k, e in sorted(data["results"].items())
                    if e["model"] == a.torch_ref and e.get("bundle_bytes") and Path(e["bundle"]).is_file()]
