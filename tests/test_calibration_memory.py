@@ -14,7 +14,7 @@ import pytest
 from gtr.calibration import CalibrationSpec, calibrate_graphs
 from gtr.calibration.collect import has_data, record
 from gtr.calibration.quantize import RangeCollector, _reader, int8_nodes, prepared_graph
-from gtr.export.exporter import fp32_sessions, static_shapes, write_model
+from gtr.export.exporter import fp32_sessions, open_session, static_shapes, write_model
 
 from tiny_export_model import TINY, tiny_graphs  # noqa: E402  (tests/ is on sys.path under pytest)
 
@@ -30,7 +30,10 @@ def graphs(models, tmp_path_factory):
 
 
 def _same_feed(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    """Equal up to float32 rounding: the collectors' augmented graphs are fused a little differently
+    by onnxruntime's optimizer than the plain graphs (measured: at most 2.4e-7 on O(1) tokens)."""
+    return a.keys() == b.keys() and all(a[k].shape == b[k].shape and np.allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
+                                        for k in a)
 
 
 def _collectors(g, folder) -> dict:
@@ -42,23 +45,19 @@ def _collectors(g, folder) -> dict:
     return out
 
 
-def _unoptimized_sessions(collectors) -> dict:
-    """Plain sessions of the same prepared graphs, optimized as the collectors' (not at all)."""
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return {n: ort.InferenceSession(c.model_path, so,
-                                    providers=["CPUExecutionProvider"]) for n, c in collectors.items()}
+def _plain_sessions(collectors) -> dict:
+    """Plain sessions of the same prepared graphs, as the exporter opens its sessions."""
+    return {n: open_session(c.model_path) for n, c in collectors.items()}
 
 
 def test_collectors_sample_exactly_like_plain_sessions(graphs, plans, tmp_path):
     """Sampling on the collectors (the augmented graphs) gives the sampler the graphs' own outputs:
-    the same calls and the same inputs as plain sessions of the same graphs."""
+    the same calls and the same inputs as plain sessions of the same graphs (up to float rounding)."""
     g, _ = graphs
     spec = CalibrationSpec(classes=(0, 3), seeds=1).resolve(TINY.num_classes)
     collectors = _collectors(g, tmp_path)
     got = record(collectors, plans, spec, TINY.num_classes, TINY.token_dim, keep=True)
-    want = record(_unoptimized_sessions(collectors), plans, spec, TINY.num_classes, TINY.token_dim, keep=True)
+    want = record(_plain_sessions(collectors), plans, spec, TINY.num_classes, TINY.token_dim, keep=True)
     assert got.shapes == want.shapes and got.images == want.images
     for n in NAMES:
         assert len(got.feeds[n]) == len(want.feeds[n]) > 1, n

@@ -47,12 +47,13 @@ EXCLUDE = ("/input_proj/", "/final_layer/linear/")
 # output and an int32 bias; with input-only Q/DQ the conv runs as dequantize + fp32 conv (README, INT8).
 VAE_INT8 = False
 PERCENTILE = 99.999
-# What the range collectors take ranges of: the in- and outputs of the private Identity in front of each
-# int8 node (`prepared_graph`), i.e. exactly the int8 nodes' activation inputs. Why not onnxruntime's
-# default (every input and output of every MatMul/Gemm/Conv, attention scores included): its augmented
-# graph keeps every such tensor alive until its reductions at the end of the run, which at MAR-L with 4
-# rows per call took the calibration 4 GiB over its weights; ranges of the tensors quantization reads
-# are the same either way.
+# What the range collectors take ranges of: the outputs of the private Identity in front of each int8
+# node (`prepared_graph`), i.e. exactly the int8 nodes' activation inputs (`_private_edges`). Why not
+# onnxruntime's default (every input and output of every MatMul/Gemm/Conv, attention scores
+# included): its augmented graph keeps every such tensor alive until its reductions at the end of the
+# run, which at MAR-L with 4 rows per call took the calibration 4 GiB over its weights. Why not the
+# Identities' inputs too (onnxruntime's choice for op type Identity; the same values): reducing them
+# as well made MAR-B's calibration sampling 1.5x slower (docs/full-size.md).
 CALIBRATED = ("Identity",)
 
 
@@ -193,29 +194,33 @@ class RangeCollector:
     def __init__(self, model_path: str, input_names, method: str):
         from pathlib import Path
 
-        from onnxruntime.quantization import CalibrationMethod
-        from onnxruntime.quantization.calibrate import create_calibrator
+        import onnxruntime
+
+        from gtr.runtime.cpus import usable_cpus
         self.model_path = str(model_path)
         folder = os.path.dirname(os.path.abspath(model_path))
         extra = _calib_options()
-        calib_extra = {"symmetric": extra["CalibTensorRangeSymmetric"], "percentile": extra["CalibPercentile"]}
-        with _quiet():
-            self.calibrator = create_calibrator(Path(model_path), list(CALIBRATED),
-                                                augmented_model_path=os.path.join(folder, "augmented_model.onnx"),
-                                                calibrate_method=getattr(CalibrationMethod, METHODS[method]),
-                                                use_external_data_format=True, extra_options=calib_extra)
-        # The augmented model lives in its session now; the calibrator's copy of the model proto (all
-        # weights, loaded by onnx) is not read again by collect_data / compute_data.
+        options = {"symmetric": extra["CalibTensorRangeSymmetric"]}
+        if method == "percentile":
+            options["percentile"] = extra["CalibPercentile"]
+        with _quiet():  # what onnxruntime's create_calibrator does, with the class of `_private_edges`
+            self.calibrator = _private_edges(METHODS[method])(
+                Path(model_path), list(CALIBRATED), augmented_model_path=os.path.join(folder, "augmented_model.onnx"),
+                use_external_data_format=True, **options)
+            self.calibrator.augment_graph()
+        # The augmented model is on disk now; the calibrator's copy of the model proto (all weights,
+        # loaded by onnx) is not read again by collect_data / compute_data.
         self.calibrator.model = None
-        # Its session again, with the same options (no graph optimization, as onnxruntime's calibrators
-        # run) but no memory arena: feeds come at many shapes, and the arena would keep the largest
-        # blocks of each (gtr.export.exporter.open_session). Same kernels, same numbers.
-        import onnxruntime
+        # Its session, with onnxruntime's default graph optimizations instead of none (the
+        # calibrators' choice): the fused graph samples 1.3x faster (MAR-B, docs/full-size.md), and
+        # the tensors the ranges are taken of stay, since the reductions read them. One intra-op
+        # thread per usable CPU (onnxruntime's default counts the machine's cores), and no memory arena:
+        # feeds come at many shapes, and the arena would keep the largest blocks of each
+        # (gtr.export.exporter.open_session).
         so = onnxruntime.SessionOptions()
-        so.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
         so.enable_cpu_mem_arena = False
+        so.intra_op_num_threads = usable_cpus()
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.calibrator.infer_session = None
         self.session = onnxruntime.InferenceSession(
             self.calibrator.augmented_model_path, sess_options=so, providers=self.calibrator.execution_providers)
         self.calibrator.infer_session = self.session
@@ -309,6 +314,21 @@ def _bound_histograms(collector, output_args, outputs) -> None:
         if symmetric:
             entry = (*entry[:4], np.array(threshold, dtype=np.asarray(entry[4]).dtype))
         histograms[arg.name] = (hist, edges, *entry[2:])
+
+
+def _private_edges(method: str):
+    """onnxruntime's calibrator class for `method` (MinMax, Percentile, Entropy), taking ranges of the
+    Identity nodes' outputs only (see CALIBRATED)."""
+    from onnxruntime.quantization import calibrate
+    base = getattr(calibrate, f"{method}Calibrater")
+
+    class PrivateEdges(base):
+        def select_tensors_to_calibrate(self, model):
+            tensors, value_infos = super().select_tensors_to_calibrate(model)
+            outputs = {n.output[0] for n in model.graph.node if n.op_type in CALIBRATED}
+            return tensors & outputs, value_infos
+
+    return PrivateEdges
 
 
 class _Replay:
