@@ -36,12 +36,12 @@ def _same_feed(a: dict, b: dict) -> bool:
                                         for k in a)
 
 
-def _collectors(g, folder) -> dict:
+def _collectors(g, folder, method="max") -> dict:
     out = {}
     for n in NAMES:
         nodes = int8_nodes(g[n])
         out[n] = RangeCollector(write_model(prepared_graph(g[n], nodes), str(folder / n)),
-                                [i["name"] for i in g[n].inputs], "max")
+                                [i["name"] for i in g[n].inputs], method)
     return out
 
 
@@ -85,6 +85,22 @@ def test_collected_ranges_equal_the_unbounded_computation(graphs, plans, tmp_pat
         assert a.keys() == b.keys() and len(a) >= len(nodes)
         for k in a:
             assert np.array_equal(a[k].range_value, b[k].range_value), (n, k)
+
+
+@pytest.mark.parametrize("method", ["max", "percentile", "entropy"])
+def test_collectors_take_ranges_of_the_int8_inputs_only(graphs, plans, tmp_path, method):
+    """One finite range per int8 node's activation input (its private edge), none of any other tensor."""
+    g, _ = graphs
+    spec = CalibrationSpec(classes=(0,), seeds=1).resolve(TINY.num_classes)
+    collectors = _collectors(g, tmp_path, method)
+    record(collectors, plans, spec, TINY.num_classes, TINY.token_dim)
+    for n in NAMES:
+        nodes = set(int8_nodes(g[n]))
+        edges = {node.input[0] for node in prepared_graph(g[n], nodes).model.graph.node if node.name in nodes}
+        ranges = collectors[n].ranges().data
+        assert set(ranges) == edges and len(edges) == len(nodes), n
+        assert all(np.all(np.isfinite(r.range_value)) and np.abs(r.range_value[1]).max() > 0
+                   for r in ranges.values()), n
 
 
 def _calibration_peak(g, d, plans, seeds: int) -> int:
