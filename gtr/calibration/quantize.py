@@ -52,8 +52,8 @@ PERCENTILE = 99.999
 # onnxruntime's default (every input and output of every MatMul/Gemm/Conv, attention scores
 # included): its augmented graph keeps every such tensor alive until its reductions at the end of the
 # run, which at MAR-L with 4 rows per call took the calibration 4 GiB over its weights. Why not the
-# Identities' inputs too (onnxruntime's choice for op type Identity; the same values): reducing them
-# as well made MAR-B's calibration sampling 1.5x slower (docs/full-size.md).
+# Identities' inputs too (onnxruntime's choice for op type Identity; the same values): twice the
+# reductions for nothing, and slower sampling (benchmarks/calib_speed.py).
 CALIBRATED = ("Identity",)
 
 
@@ -212,11 +212,11 @@ class RangeCollector:
         # loaded by onnx) is not read again by collect_data / compute_data.
         self.calibrator.model = None
         # Its session, with onnxruntime's default graph optimizations instead of none (the
-        # calibrators' choice): the fused graph samples 1.3x faster (MAR-B, docs/full-size.md), and
-        # the tensors the ranges are taken of stay, since the reductions read them. One intra-op
-        # thread per usable CPU (onnxruntime's default counts the machine's cores), and no memory arena:
-        # feeds come at many shapes, and the arena would keep the largest blocks of each
-        # (gtr.export.exporter.open_session).
+        # calibrators' choice): the fused graph samples faster (with the selection above, MAR-B's
+        # calibration sampling 1.10x, within 3 % of plain sessions: benchmarks/calib_speed.py), and the
+        # tensors the ranges are taken of stay, since the reductions read them. One intra-op thread per usable CPU (onnxruntime's
+        # default counts the machine's cores), and no memory arena: feeds come at many shapes, and the
+        # arena would keep the largest blocks of each (gtr.export.exporter.open_session).
         so = onnxruntime.SessionOptions()
         so.enable_cpu_mem_arena = False
         so.intra_op_num_threads = usable_cpus()
