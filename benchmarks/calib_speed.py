@@ -14,8 +14,8 @@ one plan four ways, each in its own process (so no run inherits another's heap):
   unoptimized, as onnxruntime's calibrators run it, and without a memory arena, as gtr-export opens
   every session;
 * `onnxruntime`: the same calibrator with its own session (unoptimized, memory arena on). For
-  reference only: the arena keeps the largest blocks of every shape it sees, which at full size grew
-  calibration memory by GiBs (gtr.export.exporter.open_session).
+  reference only: the arena keeps the largest blocks of every shape it sees, which is why gtr-export
+  opens its sessions without one (gtr.export.exporter.open_session).
 
 Prints seconds, user/system CPU, minor page faults and peak RSS per way, and the largest relative
 difference between the ranges of `gtr` and `onnxruntime` on the tensors both take.

@@ -181,8 +181,10 @@ class RangeCollector:
     """onnxruntime.quantization's calibrator for one prepared graph (`prepared`, written to
     `model_path`), used as that graph's session while calibration samples (gtr.calibration.collect).
 
-    The calibrator is the one quantize_static builds for the same options (its augmented model:
-    the graph's own output plus every tensor the ranges are taken over; MinMax / Percentile / Entropy).
+    The calibrator is onnxruntime's class for the method (MinMax / Percentile / Entropy) with the
+    options quantize_static would give it, taking ranges of the private edges only (`_private_edges`);
+    its augmented model is the graph's own output plus a reduction (or, for histograms, a copy) of
+    every tensor a range is taken of.
     `run(None, feed)` runs the augmented model once, hands those outputs to the calibrator's
     collect_data for this one feed (as quantize_static's strided collection, CalibStridedMinMax = 1,
     did over a list held in memory) and returns the graph's own output: sampling and range collection
@@ -214,9 +216,10 @@ class RangeCollector:
         # Its session, with onnxruntime's default graph optimizations instead of none (the
         # calibrators' choice): the fused graph samples faster (with the selection above, MAR-B's
         # calibration sampling 1.10x, within 3 % of plain sessions: benchmarks/calib_speed.py), and the
-        # tensors the ranges are taken of stay, since the reductions read them. One intra-op thread per usable CPU (onnxruntime's
-        # default counts the machine's cores), and no memory arena: feeds come at many shapes, and the
-        # arena would keep the largest blocks of each (gtr.export.exporter.open_session).
+        # tensors the ranges are taken of stay, since the reductions read them. One intra-op thread
+        # per usable CPU (onnxruntime's default counts the machine's cores), and no memory arena: feeds
+        # come at many shapes, and the arena would keep the largest blocks of each
+        # (gtr.export.exporter.open_session).
         so = onnxruntime.SessionOptions()
         so.enable_cpu_mem_arena = False
         so.intra_op_num_threads = usable_cpus()
