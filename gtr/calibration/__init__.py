@@ -72,17 +72,22 @@ def calibrate_graphs(graphs: dict, config, plans, batch: int, spec: CalibrationS
     check_coverage(rec, {k: v for k, v in shapes.items() if k in collectors}, batch)
     say(f"  calibration: sampled {rec.images} image(s) along {', '.join(p.name for p in plans)} "
         f"({time.perf_counter() - t0:.1f} s{_rss()})")
+    # Every collector's session is closed before the first graph is quantized: the quantizer loads a
+    # whole fp32 graph (all its weights), and the head's session (weights and all) need not sit beside it.
+    ranges, feeds = {}, {}
     for name in list(collectors):
-        t = time.perf_counter()
         collector = collectors.pop(name)
-        feeds = collector.feeds
-        ranges = collector.ranges()
+        feeds[name], ranges[name] = collector.feeds, collector.ranges()
         collector.close()
         del collector
-        out[name] = quantize_prepared(graphs[name], paths[name], ranges, os.path.dirname(paths[name]), nodes[name])
+    release()
+    for name in list(ranges):
+        t = time.perf_counter()
+        out[name] = quantize_prepared(graphs[name], paths[name], ranges.pop(name), os.path.dirname(paths[name]),
+                                      nodes[name])
         quantized[name] = len(nodes[name])
         release()
-        say(f"  {name}: int8 Q/DQ on {quantized[name]} node(s), {spec.method} ranges from {feeds} feed(s) "
+        say(f"  {name}: int8 Q/DQ on {quantized[name]} node(s), {spec.method} ranges from {feeds[name]} feed(s) "
             f"({time.perf_counter() - t:.1f} s{_rss()})")
     record_ = {
         "method": spec.method,

@@ -220,7 +220,12 @@ class RangeCollector:
         # per usable CPU (onnxruntime's default counts the machine's cores), and no memory arena: feeds
         # come at many shapes, and the arena would keep the largest blocks of each
         # (gtr.export.exporter.open_session).
+        # Priority-based order runs each reduction as soon as its tensor exists (onnxruntime.quantization
+        # puts it before the tensor's first reader, a lower node index); the default order (a reverse DFS
+        # from the last output) runs every reduction at the end, so every calibrated tensor of a run
+        # stayed alive to the end (measured: MAR-B's export peak 2.80 -> 2.38 GiB, with 2 images per call).
         so = onnxruntime.SessionOptions()
+        so.execution_order = onnxruntime.ExecutionOrder.PRIORITY_BASED
         so.enable_cpu_mem_arena = False
         so.intra_op_num_threads = usable_cpus()
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
