@@ -14,12 +14,12 @@ from gtr.configs import get_config
 from gtr.export.exporter import static_shapes
 from gtr.export.onnx_export import io_specs
 from gtr.plan import build_plan, preset_names
-from gtr.runtime import engine_store
+from gtr.runtime.trt import engine_store
 from gtr.errors import DeviceError
 from gtr.runtime.bundle import BundleError, read_bundle, write_bundle
-from gtr.runtime.engine_store import (ENGINE_MEMBER, EngineError, Target, engine_entries, engine_key, find_engines,
+from gtr.runtime.trt.engine_store import (ENGINE_MEMBER, EngineError, Target, engine_entries, engine_key, find_engines,
                                       graph_digest, key_id, write_with_engines)
-from gtr.runtime.profiles import MAX_PROFILES, Profile, derive_profiles, input_dims, profile_dims
+from gtr.runtime.trt.profiles import MAX_PROFILES, Profile, derive_profiles, input_dims, profile_dims
 
 from tiny_export_model import TINY  # noqa: E402  (tests/ is on sys.path under pytest)
 from cli_helpers import one_line_error, run

@@ -15,9 +15,9 @@ import pytest
 
 pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install 'gtr-mar[tensorrt]')")
 
-from gtr.runtime import cuda  # noqa: E402
+from gtr.runtime.trt import cuda  # noqa: E402
 from gtr.runtime.bundle import read_bundle, write_bundle  # noqa: E402
-from gtr.runtime.engine_store import (EngineError, current_target, find_engines, import_tensorrt,  # noqa: E402
+from gtr.runtime.trt.engine_store import (EngineError, current_target, find_engines, import_tensorrt,  # noqa: E402
                                       write_with_engines)
 
 from cli_helpers import run  # noqa: E402
@@ -89,7 +89,7 @@ def _inputs(graph: str, s: dict, config, rng):
 
 def test_mar_test_engines_match_onnxruntime_at_every_shape(mar_test):
     from gtr.runtime.onnx_backend import OnnxComponents
-    from gtr.runtime.tensorrt_backend import TensorRTComponents
+    from gtr.runtime.trt.backend import TensorRTComponents
     b = read_bundle(mar_test)
     trt, ort = TensorRTComponents(b), OnnxComponents(b, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
@@ -106,7 +106,7 @@ def test_mar_test_engines_match_onnxruntime_at_every_shape(mar_test):
 def test_mar_tiny_images_match_onnxruntime(mar_tiny):
     from gtr.runtime.onnx_backend import OnnxComponents
     from gtr.runtime.sampler import sample
-    from gtr.runtime.tensorrt_backend import TensorRTComponents
+    from gtr.runtime.trt.backend import TensorRTComponents
     b = read_bundle(mar_tiny)
     trt, ort = TensorRTComponents(b), OnnxComponents(b, providers=["CPUExecutionProvider"])
     kw = dict(token_dim=b.config.token_dim, num_classes=b.config.num_classes)
@@ -120,7 +120,7 @@ def test_mar_tiny_images_match_onnxruntime(mar_tiny):
 def test_head_loop_cuda_graph_replays_exactly(mar_tiny):
     """The device loop (eager on its first run, a CUDA graph after) against plain engine calls."""
     from gtr.runtime.sampler import sample
-    from gtr.runtime.tensorrt_backend import TensorRTComponents
+    from gtr.runtime.trt.backend import TensorRTComponents
     b = read_bundle(mar_tiny)
     trt = TensorRTComponents(b)
     plan = b.plans()["gtr"]
@@ -190,7 +190,7 @@ def test_engines_for_another_gpu(mar_tiny, tmp_path, monkeypatch):
 
 
 def test_damaged_engine_is_one_line(mar_tiny, tmp_path):
-    from gtr.runtime.tensorrt_backend import TensorRTComponents
+    from gtr.runtime.trt.backend import TensorRTComponents
     b = read_bundle(mar_tiny)
     engines, _ = find_engines(b, current_target())
     path = tmp_path / "damaged.plan"
@@ -229,7 +229,7 @@ def test_fp32_engines_meet_the_fp32_rule(tmp_path):
     from gtr.runtime.fidelity import image_psnr, tolerance
     from gtr.runtime.onnx_backend import OnnxComponents
     from gtr.runtime.sampler import sample
-    from gtr.runtime.tensorrt_backend import TensorRTComponents
+    from gtr.runtime.trt.backend import TensorRTComponents
     path = gtr.export("mar-tiny", tmp_path / "mar-tiny-fp32.plan", precision="fp32", plans=["mar-16"], log=None)
     build(path, tmp_path)
     b = read_bundle(path)
@@ -245,7 +245,7 @@ def test_load_and_drop_twenty_times_does_not_grow_gpu_memory(mar_tiny):
     """Issue 20 item 7: closing (or dropping) the components frees their device memory and contexts."""
     import gc
     from gtr.runtime.sampler import sample
-    from gtr.runtime.tensorrt_backend import TensorRTComponents
+    from gtr.runtime.trt.backend import TensorRTComponents
     b = read_bundle(mar_tiny)
     plan = b.plans()["gtr"]
     kw = dict(token_dim=b.config.token_dim, num_classes=b.config.num_classes, decode=False)

@@ -1,5 +1,5 @@
 """The TensorRT backend's GPU logic on the CPU (issue 20 items 3, 6, 7, 9): the real TensorRTComponents,
-head loop and gtr.runtime.cuda over stand-ins of cuda-python and TensorRT (tests/trt_fakes.py).
+head loop and gtr.runtime.trt.cuda over stand-ins of cuda-python and TensorRT (tests/trt_fakes.py).
 
 What the stand-ins cannot show (real kernels, real capture, device memory) is checked where a GPU is:
 tests/test_tensorrt_gpu.py and tools/gpu_check.py.
@@ -13,7 +13,7 @@ import pytest
 from gtr.configs import get_config
 from gtr.errors import CudaError, EngineError
 from gtr.plan import build_plan
-from gtr.runtime import cuda, engine_store
+from gtr.runtime.trt import cuda, engine_store
 from gtr.runtime.bundle import read_bundle, write_bundle
 from gtr.runtime.sampler import head_calls, run_head
 
@@ -50,7 +50,7 @@ def bundle(tmp_path):
 
 
 def components(bundle, notes=None):
-    from gtr.runtime.tensorrt_backend import TensorRTComponents
+    from gtr.runtime.trt.backend import TensorRTComponents
     log = notes.append if notes is not None else (lambda line: None)
     return TensorRTComponents(bundle, engines={"head": {"member": "head.engine"}}, log=log)
 

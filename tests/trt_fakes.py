@@ -1,6 +1,6 @@
 """CPU stand-ins for cuda-python's runtime module and the TensorRT Python API, for the GPU paths' logic.
 
-`FakeCudart` has the calls gtr.runtime.cuda makes, with the same (err, value) results; device memory is
+`FakeCudart` has the calls gtr.runtime.trt.cuda makes, with the same (err, value) results; device memory is
 host memory (ctypes), a stream runs work at once unless it is capturing, then records it, and a graph
 replays what was recorded. `fake_tensorrt()` returns a module with what gtr uses of `tensorrt`: a
 runtime that "deserializes" engines described as JSON, and execution contexts whose `execute_async_v3`
@@ -39,7 +39,7 @@ class _Stream:
 
 
 class FakeCudart:
-    """cuda.bindings.runtime, as far as gtr.runtime.cuda uses it (one device)."""
+    """cuda.bindings.runtime, as far as gtr.runtime.trt.cuda uses it (one device)."""
 
     def __init__(self, driver: int = 13000, built: int = 13000, devices: int = 1, gpu: str = "Fake GPU"):
         self.cudaError_t = _Enum(cudaSuccess=0, cudaErrorInvalidValue=1, cudaErrorInsufficientDriver=35,

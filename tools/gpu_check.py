@@ -13,7 +13,7 @@ It needs torch (CUDA build for the GPU run) and, for (c) on the GPU, CuPy and cu
      (shared/anchors/official_mar, imported from there at run time, never copied into gtr) 64 steps
      against the torch reference's mar-64 and gtr plans; MAR-B/L/H random weights, fp32 and bf16
      autocast, batch 1 and 32. Entries run smallest first until the time budget is spent.
-  c  gtr.runtime.cuda and the TensorRT head loop's capture/replay (gtr.runtime.trt_head_loop) with a
+  c  gtr.runtime.trt.cuda and the TensorRT head loop's capture/replay (gtr.runtime.trt.head_loop) with a
      stand-in engine: a CuPy kernel on the GPU (replay must equal eager and numpy), a stand-in on the
      CPU (tests/trt_fakes.py) that also checks the decision logic (a differing replay turns eager).
   d  if onnxruntime's CUDA provider or TensorRT is importable: gtr-run --device cuda / --backend
@@ -258,7 +258,7 @@ extern "C" __global__ void head(const float* x, const long long* t, const float*
 
 
 class StandInEngine:
-    """What gtr.runtime.trt_head_loop needs of an engine, with the stand-in head step as its kernel:
+    """What gtr.runtime.trt.head_loop needs of an engine, with the stand-in head step as its kernel:
     a CuPy kernel on the GPU, the numpy one on the CPU stand-in runtime (launched in stream order)."""
 
     inputs = ["x", "t", "z", "coef", "cfg_weight", "noise"]
@@ -317,9 +317,9 @@ def _loop_case(eng, runs: int, notes: list) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from trt_fakes import FakeHeadComponents
 
-    from gtr.runtime import cuda
+    from gtr.runtime.trt import cuda
     from gtr.runtime.sampler import head_calls, run_head
-    from gtr.runtime.trt_head_loop import ContextBudget, HeadLoop
+    from gtr.runtime.trt.head_loop import ContextBudget, HeadLoop
 
     sizes, Ts, c, D = (24, 40), (50, 20), 16, 64
     R = sum(sizes)
@@ -353,7 +353,7 @@ def _loop_case(eng, runs: int, notes: list) -> dict:
 
 
 def section_head_loop(ctx) -> dict:
-    from gtr.runtime import cuda
+    from gtr.runtime.trt import cuda
     if ctx["device"] == "cuda":
         try:
             import cupy  # noqa: F401

@@ -72,7 +72,7 @@ class BenchSession:
     def add_entries(self, backends, official) -> None:
         from gtr.extras import installed
         if backends is None:  # TensorRT by default only where it is installed and the bundle has engines (gtr-build)
-            from gtr.runtime.engine_store import engine_entries
+            from gtr.runtime.trt.engine_store import engine_entries
             backends = ["onnxruntime"] + (["torch"] if installed("torch") else [])
             if installed("tensorrt") and all(engine_entries(b) for b in self.bundles):
                 backends.append("tensorrt")

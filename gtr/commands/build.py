@@ -37,7 +37,7 @@ def build_cmd(bundle, output, dry_run, workspace, timing_cache, device, max_prof
       gtr-build mar-l-fp16.plan -o mar-l-orin.plan --workspace 2048
     """
     from gtr.engines.build import build_engines, describe
-    from gtr.runtime.profiles import MAX_PROFILES
+    from gtr.runtime.trt.profiles import MAX_PROFILES
     max_profiles = MAX_PROFILES if max_profiles is None else max_profiles
     if max_profiles < 1 or (workspace is not None and workspace < 1):
         raise click.BadParameter("--max-profiles and --workspace must be >= 1")

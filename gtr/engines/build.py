@@ -3,8 +3,8 @@
 For each graph (backbone, head, head_nocfg when present, vae_decoder): parse the bundle's ONNX graph
 with its weights, as a strongly typed network (precision comes from the graph's own types and casts:
 TensorRT 11 has no builder precision flags, and 10 does not need them), add the optimization profiles
-derived from the manifest's static shapes (gtr.runtime.profiles), build, and store the engine in the
-bundle under its cache key (gtr.runtime.engine_store). An engine the bundle already has is kept only
+derived from the manifest's static shapes (gtr.runtime.trt.profiles), build, and store the engine in the
+bundle under its cache key (gtr.runtime.trt.engine_store). An engine the bundle already has is kept only
 when the runtime would use it: its key names this TensorRT and GPU and it fits the bundle's graph and
 shapes (engine_store.usable_engine, the rule the run applies; a stored id alone proves nothing);
 `force` rebuilds it. fp32 bundles build with TF32 off: TensorRT allows TF32 for fp32 tensors by
@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 
 from gtr.runtime.bundle import Bundle, read_bundle
-from gtr.runtime.engine_store import (ENGINE_MEMBER, EngineError, Target, components, current_target, engine_key,
+from gtr.runtime.trt.engine_store import (ENGINE_MEMBER, EngineError, Target, components, current_target, engine_key,
                                       graph_digest, import_tensorrt, key_id, logger, usable_engine,
                                       write_with_engines)
 from gtr.runtime.files import atomic_write_bytes
-from gtr.runtime.profiles import MAX_PROFILES, Profile, derive_profiles, profile_dims
+from gtr.runtime.trt.profiles import MAX_PROFILES, Profile, derive_profiles, profile_dims
 
 
 def plan_profiles(bundle: Bundle, max_profiles: int = MAX_PROFILES) -> dict[str, list[Profile]]:

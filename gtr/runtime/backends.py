@@ -40,7 +40,7 @@ def _onnx(bundle, device: str, threads):
 def make_components(bundle, backend: str = "auto", device: str = "auto", threads: int | None = None,
                     log=stderr_line):
     """The components (backbone, head, decoder calls) that run `bundle` on `backend` and `device`."""
-    from gtr.runtime.engine_store import engine_entries
+    from gtr.runtime.trt.engine_store import engine_entries
     check_choice(device, backend)
     if backend == "onnxruntime" or (backend == "auto" and (device == "cpu" or not engine_entries(bundle))):
         return _onnx(bundle, device, threads)
@@ -60,8 +60,8 @@ def make_components(bundle, backend: str = "auto", device: str = "auto", threads
 
 
 def _tensorrt(bundle, log, fallback):
-    from gtr.runtime.engine_store import current_target, find_engines
-    from gtr.runtime.tensorrt_backend import TensorRTComponents
+    from gtr.runtime.trt.engine_store import current_target, find_engines
+    from gtr.runtime.trt.backend import TensorRTComponents
     engines, reason = find_engines(bundle, current_target())
     if reason:
         raise EngineError(reason)

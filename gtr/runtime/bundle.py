@@ -224,7 +224,7 @@ class Bundle:
                                       f"which is missing")
 
     def _check_engines(self, name: str) -> None:
-        """TensorRT engines (optional, gtr.runtime.engine_store): a list of entries, each naming a graph
+        """TensorRT engines (optional, gtr.runtime.trt.engine_store): a list of entries, each naming a graph
         of the bundle and a member that holds the engine."""
         engines = self.manifest.get("engines", [])
         if not isinstance(engines, list) or not all(isinstance(e, dict) for e in engines):

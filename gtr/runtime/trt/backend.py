@@ -14,7 +14,7 @@ that doubles the backbone rows) runs on the `fallback` components (ONNX Runtime)
 with a one-line note, else is an EngineError.
 
 The head loop of one AR step (`diffuse`) stays on the device, and from its second run replays as a
-CUDA graph checked against an eager run: gtr.runtime.trt_head_loop.
+CUDA graph checked against an eager run: gtr.runtime.trt.head_loop.
 
 Every TensorRT call that can fail (profile selection, which raises RuntimeError; shapes and addresses,
 which return False; enqueue) becomes an EngineError in one line. `close()` (or collection) frees the
@@ -27,12 +27,12 @@ import os
 import numpy as np
 
 from gtr.errors import first_line
-from gtr.runtime import cuda
+from gtr.runtime.trt import cuda
 from gtr.runtime.bundle import Bundle, read_bundle
-from gtr.runtime.engine_store import EngineError, current_target, find_engines, import_tensorrt, logger
+from gtr.runtime.trt.engine_store import EngineError, current_target, find_engines, import_tensorrt, logger
 from gtr.runtime.head_inputs import head_graph, nocfg_on_cfg_graph
 from gtr.runtime.notes import stderr_line
-from gtr.runtime.trt_head_loop import ContextBudget, HeadLoop
+from gtr.runtime.trt.head_loop import ContextBudget, HeadLoop
 
 CAPTURE_CONTEXTS = 1024  # execution contexts that captured head loops may create per components object
 

@@ -1,5 +1,5 @@
 """The head loop of one AR step on the GPU for the TensorRT backend: device buffers, bindings, and the
-CUDA graph that replays the loop. numpy + gtr.runtime.cuda; the engine is duck-typed (the TensorRT
+CUDA graph that replays the loop. numpy + gtr.runtime.trt.cuda; the engine is duck-typed (the TensorRT
 backend's `_Engine`, or a stand-in with the same methods: tools/gpu_check.py, tests/trt_fakes.py).
 
 Layout: the step's timesteps, coefficients and noise for all its calls are packed on the host as
@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from gtr.errors import CudaError, EngineError
-from gtr.runtime import cuda
+from gtr.runtime.trt import cuda
 from gtr.runtime.head_inputs import ALIGN, blocks
 
 REPLAY_TOL = 1e-3  # max |replay - eager| / max(1, max |eager|) accepted on the first replay

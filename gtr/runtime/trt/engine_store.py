@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 
 from gtr.runtime.bundle import Bundle, BundleError, write_bundle
-from gtr.runtime.profiles import Profile
+from gtr.runtime.trt.profiles import Profile
 from gtr.errors import EngineError  # noqa: F401  (re-exported: defined with the other error types)
 
 INSTALL_HINT = "pip install 'gtr-mar[tensorrt]'"
@@ -95,7 +95,7 @@ def tensorrt_cuda_major() -> int | None:
 def current_target(device: int | None = None) -> Target:
     """This machine's target (TensorRT version, GPU of `device`, default the current one)."""
     trt = import_tensorrt()
-    from gtr.runtime import cuda
+    from gtr.runtime.trt import cuda
     try:
         cuda.runtime()
         count = cuda.device_count()
