@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir .cache/site
 
 install: $(VENV)/.installed
 
