@@ -3,7 +3,7 @@ import json
 
 from gtr.plan import SamplingPlan
 
-from cli_helpers import run
+from cli_helpers import one_line_error, run
 
 
 def test_plan_show_gtr_on_mar_h_prints_table_cost_and_ratio():
@@ -46,3 +46,46 @@ def test_plan_errors_are_one_line():
 def test_plan_list():
     r = run("plan", "list")
     assert r.exit_code == 0 and "gtr-32" in r.output and "mar-64" in r.output
+
+
+def test_plan_show_help_example_writes_a_plan_that_export_takes(tmp_path, monkeypatch):
+    """The help's example lines, run as written: the plan file it writes makes a mar-tiny bundle."""
+    import shlex
+    monkeypatch.chdir(tmp_path)
+    text = run("plan", "show", "--help").output
+    lines = [l.split("#")[0].strip() for l in text.splitlines() if l.strip().startswith(("gtr-plan", "gtr-export"))]
+    writes = [l for l in lines if "--json" in l]
+    assert writes and any(l.startswith("gtr-export") for l in lines), text
+    for line in lines:
+        command, *args = shlex.split(line)
+        r = run(*command.split("-", 1)[1:], *args)
+        assert r.exit_code == 0, (line, r.output)
+    bundle = tmp_path / "mar-tiny-fp32.plan"
+    assert bundle.is_file()
+    from gtr.runtime.bundle import read_bundle
+    assert list(read_bundle(bundle).plans()) == ["gtr"]
+
+
+def test_plan_show_says_the_grid_it_assumes():
+    r = run("plan", "show", "gtr")
+    assert r.exit_code == 0
+    first = r.output.splitlines()[0]
+    assert "no --model" in first and "16x16 grid" in first and "cfg 1" in first
+    r = run("plan", "show", "gtr", "--cfg", "3")
+    assert "16x16 grid" in r.output.splitlines()[0] and "cfg 1" not in r.output.splitlines()[0]
+    for args in (["--model", "mar-tiny"], ["--grid", "8x8"]):
+        r = run("plan", "show", "gtr", *args)
+        assert r.exit_code == 0 and "no --model" not in r.output and "8x8 grid" in r.output
+
+
+def test_a_plan_file_for_another_grid_says_how_to_write_one(tmp_path):
+    out = tmp_path / "p.json"
+    assert run("plan", "show", "gtr", "--json", out).exit_code == 0
+    line = one_line_error(run("plan", "show", out, "--model", "mar-tiny"))
+    assert "16x16 grid, the model has 8x8" in line and "--model MODEL --json" in line
+
+
+def test_plan_list_names_the_variants():
+    r = run("plan", "list")
+    names = [l.split()[0] for l in r.output.splitlines()]
+    assert {"gtr-no-fts", "gtr-8", "mar-64-anneal", "gtr-lazy", "mar-N"} <= set(names)

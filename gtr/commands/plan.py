@@ -19,47 +19,58 @@ def plan_cmd():
 @plan_cmd.command("list")
 @friendly_errors
 def plan_list_cmd():
-    """List the preset plans."""
-    from gtr.plan.builders import PRESETS
+    """List the plans by name: the presets, mar-N, and the variants of the paper's tables."""
+    from gtr.plan.builders import PRESETS, VARIANTS
+    width = max(map(len, [*PRESETS, *VARIANTS]))
     for name, preset in PRESETS.items():
-        click.echo(f"{name:<8} {preset.help}")
-    click.echo("mar-N    official MAR with N AR steps, 100 diffusion steps")
+        click.echo(f"{name:<{width}}  {preset.help}")
+    click.echo(f"{'mar-N':<{width}}  official MAR with N AR steps, 100 diffusion steps")
+    click.echo("variants (gtr-eval --suite paper / sweep):")
+    for name, preset in VARIANTS.items():
+        click.echo(f"{name:<{width}}  {preset.help}")
 
 
 @plan_cmd.command("show")
 @click.argument("plan", default="gtr")
-@click.option("--model", "-m", default=None, help="Model whose grid and cost to use (default: mar-b's 16x16 grid, no cost).")
+@click.option("--model", "-m", default=None,
+              help="Model whose grid, CFG scale and cost to use (without it: a 16x16 grid, cfg 1, no cost).")
 @click.option("--grid", default=None, metavar="HxW", help="Token grid when no --model is given (default 16x16).")
 @plan_options
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the plan as JSON to this file.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False),
+              help="Also write the plan as JSON to this file (for the --model's grid: a plan file fits one grid).")
 @click.option("--name", help="Rename the plan (the name other commands select it by, e.g. in a bundle).")
 @friendly_errors
 def plan_show_cmd(plan, model, grid, json_out, name, **options):
     """Show a sampling plan: its step table and, with --model, its cost.
 
-    PLAN is a preset (gtr, gtr-32, mar-64, mar-256, ...), mar-N for any N, or a plan .json file.
+    PLAN is a preset (gtr, gtr-32, mar-64, mar-256, ...), mar-N for any N, a variant of the paper's
+    tables (gtr-no-fts, gtr-8, mar-64-anneal, ...; see gtr-plan list), or a plan .json file.
+    Without --model (or --grid) the plan is laid out on a 16x16 grid (mar-b, mar-l, mar-h) with cfg 1,
+    and the first line says so.
 
     \b
     Examples:
       gtr-plan show gtr --model mar-h          # GtR table, FLOPs, ratio to mar-64
       gtr-plan show mar-64 --model mar-h
-      gtr-plan show gtr --gtr-steps 6,8,2 --t-rec 10 --json my-plan.json
+      gtr-plan show gtr --model mar-tiny --gtr-steps 6,8,2 --t-rec 10 --json my-plan.json
+      gtr-export --model mar-tiny --plan my-plan.json   # a bundle with that plan
     """
     if json_out:
         from gtr.runtime.files import check_writable
         check_writable(json_out)
+    if model is not None and grid is not None:
+        raise click.BadParameter("give --model or --grid, not both")
     if model is not None:
         config = get_config(model)
-    else:
-        config = None
-        h, w = _parse_grid(grid or "16x16")
-    if config is not None and grid is not None:
-        raise click.BadParameter("give --model or --grid, not both")
-    if config is None:
-        from types import SimpleNamespace
-        [p] = make_plans([plan], SimpleNamespace(grid=(h, w), default_cfg=1.0), options)
-    else:
         [p] = make_plans([plan], config, options)
+    else:
+        from types import SimpleNamespace
+        config, (h, w) = None, _parse_grid(grid or "16x16")
+        [p] = make_plans([plan], SimpleNamespace(grid=(h, w), default_cfg=1.0), options)
+        if grid is None:
+            cfg = "" if options.get("cfg") is not None else " and cfg 1 (no CFG)"
+            click.echo(f"no --model: assuming a {h}x{w} grid (mar-b, mar-l, mar-h){cfg}; "
+                       f"give --model M for M's grid, CFG scale and cost")
     if name:
         p = p.replace(name=name)
     echo_plan(p, config)

@@ -298,6 +298,34 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# The GtR paper's baselines and ablations and the quality-vs-FLOPs sweep (gtr-eval --suite paper / sweep),
+# by the names their tables use; each is a preset with options changed. mar-4, mar-8 are mar-N plans.
+_GTR = dict(stage_steps=(8, 6, 2))
+VARIANTS: dict[str, Preset] = {
+    "mar-64-T20": Preset("mar", dict(num_steps=64, diffusion_steps=20), "mar-64 with 20 diffusion steps"),
+    "mar-64-anneal": Preset("mar", dict(num_steps=64, diffusion_steps=50, diffusion_steps_min=5),
+                            "mar-64, diffusion steps annealed 50 -> 5 over the AR steps (DiSA-style)"),
+    "mar-16-anneal": Preset("mar", dict(num_steps=16, diffusion_steps=50, diffusion_steps_min=5),
+                            "mar-16, diffusion steps annealed 50 -> 5"),
+    "mar-64-lazy": Preset("mar", dict(num_steps=64, diffusion_steps=100, cache_every=9, cache_from=6),
+                          "mar-64 + condition cache (LazyMAR's setting: 52 of 64 steps cached)"),
+    "gtr-no-fts": Preset("gtr", dict(_GTR, fts=False), "gtr without FTS (every reconstruction token at T=20)"),
+    "gtr-fts-random": Preset("gtr", dict(_GTR, fts_select="random"), "gtr, FTS enhances random tokens"),
+    "gtr-fts-low": Preset("gtr", dict(_GTR, fts_select="low"), "gtr, FTS enhances the lowest-scoring tokens"),
+    "gtr-fts-all": Preset("gtr", dict(_GTR, fts=False, t_rec=50), "gtr, every reconstruction token at T=50"),
+    "gtr-uniform-T": Preset("gtr", dict(_GTR, fts=False, t_gen_max=100, t_gen_min=100, t_rec=100),
+                            "gtr with 100 diffusion steps everywhere (no stage-aware T)"),
+    "gtr-order-random": Preset("gtr", dict(_GTR, order="random"), "gtr's steps, random token order"),
+    "gtr-order-raster": Preset("gtr", dict(_GTR, order="raster"), "gtr's steps, raster token order"),
+    "gtr-4": Preset("gtr", dict(stage_steps=(2, 1, 1)), "GtR, steps 2/1/1 (4 AR steps)"),
+    "gtr-8": Preset("gtr", dict(stage_steps=(4, 3, 1)), "GtR, steps 4/3/1 (8 AR steps)"),
+    "gtr-24": Preset("gtr", dict(stage_steps=(16, 6, 2)), "GtR, steps 16/6/2 (24 AR steps)"),
+    "gtr-24-lazy": Preset("gtr", dict(stage_steps=(16, 6, 2), cache_every=3),
+                          "gtr-24 + condition cache (refresh every 3rd step)"),
+}
+NAMED = {**PRESETS, **VARIANTS}  # every plan name build_plan accepts besides mar-N and files
+
+
 def preset_names() -> list[str]:
     return list(PRESETS)
 
@@ -307,7 +335,7 @@ def _looks_like_path(name: str) -> bool:
 
 
 def build_plan(name_or_path: str, grid=(16, 16), **overrides) -> SamplingPlan:
-    """A plan from a preset name, 'mar-N' for any N, or a plan JSON file.
+    """A plan from a preset or variant name, 'mar-N' for any N, or a plan JSON file.
 
     Overrides are builder kwargs (cfg, temperature, stage_steps, ...); None values are ignored so a
     command line can pass unset options straight through. A JSON plan accepts only cfg,
@@ -317,8 +345,8 @@ def build_plan(name_or_path: str, grid=(16, 16), **overrides) -> SamplingPlan:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     name = str(name_or_path)
 
-    if name in PRESETS or re.fullmatch(r"mar-\d+", name):
-        preset = PRESETS.get(name) or Preset("mar", dict(num_steps=int(name[4:]), diffusion_steps=100), "")
+    if name in NAMED or re.fullmatch(r"mar-\d+", name):
+        preset = NAMED.get(name) or Preset("mar", dict(num_steps=int(name[4:]), diffusion_steps=100), "")
         allowed = OVERRIDES[preset.builder]
         bad = sorted(set(overrides) - set(allowed))
         if bad:
@@ -335,12 +363,12 @@ def build_plan(name_or_path: str, grid=(16, 16), **overrides) -> SamplingPlan:
             raise PlanError(f"cannot read plan file {name}: {e.strerror}") from None
         if plan.grid != grid:
             raise PlanError(f"plan file {name} is for a {plan.grid[0]}x{plan.grid[1]} grid, "
-                            f"the model has {grid[0]}x{grid[1]}")
+                            f"the model has {grid[0]}x{grid[1]} (write one with gtr-plan show --model MODEL --json)")
         bad = sorted(set(overrides) - set(FILE_OVERRIDES))
         if bad:
             raise PlanError(f"plan file {name}: cannot override {', '.join(bad)}; "
                             f"allowed: {', '.join(FILE_OVERRIDES)}")
         return plan.replace(**overrides) if overrides else plan
 
-    raise PlanError(f"unknown plan {name!r}: use a preset ({', '.join(PRESETS)}), 'mar-N', "
-                    f"or a path to a plan .json file")
+    raise PlanError(f"unknown plan {name!r}: use a preset ({', '.join(PRESETS)}), 'mar-N', a variant "
+                    f"(`gtr-plan list`), or a path to a plan .json file")

@@ -7,7 +7,7 @@ option that a plan's builder does not take is skipped for that plan, so `t_rec` 
 """
 from __future__ import annotations
 
-from .builders import OVERRIDES, PRESETS, build_plan
+from .builders import NAMED, OVERRIDES, build_plan
 from .plan import PlanError
 
 # Every plan option of gtr-plan, gtr-export and gtr-eval, by its Python name.
@@ -23,7 +23,7 @@ _ANY_PLAN = ("cfg", "cfg_schedule", "temperature")
 
 
 def make_plans(names, config, options: dict, default_cfg: bool = True) -> list:
-    """Build plans by name (preset, mar-N or a plan .json) for `config` (its grid and default CFG).
+    """Build plans by name (preset, variant, mar-N or a plan .json) for `config` (its grid and default CFG).
 
     options: {PLAN_OPTION_NAMES: value or None}; cfg None means the model's official scale when
     `default_cfg`. Raises PlanError for unknown options, a bad t_gen, or two plans with one name."""
@@ -42,7 +42,7 @@ def make_plans(names, config, options: dict, default_cfg: bool = True) -> list:
     opts = {k: v for k, v in opts.items() if v is not None}
     plans = []
     for name in names:
-        builder = PRESETS[name].builder if name in PRESETS else ("mar" if str(name).startswith("mar-") else None)
+        builder = NAMED[name].builder if name in NAMED else ("mar" if str(name).startswith("mar-") else None)
         allowed = OVERRIDES[builder] if builder else _ANY_PLAN
         plans.append(build_plan(name, grid=config.grid, **{k: v for k, v in opts.items() if k in allowed}))
     seen = [p.name for p in plans]
