@@ -17,6 +17,7 @@ import http.client
 import os
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,12 @@ OFFICIAL = {
     "kl16": ("kl16.ckpt", "https://www.dropbox.com/scl/fi/hhmuvaiacrarfg28qxhwz/kl16.ckpt"
                           "?rlkey=l44xipsezc8atcffdp4q7mwmh&dl=1"),
 }
+# The official files' sizes (bytes, about: MAR checkpoints hold the weights and their EMA in fp32, 2 x params
+# x 4 B). A file far from its size, or one that is not a PyTorch checkpoint, is not the file: a wrong link
+# or mirror, an error page, a truncated copy. It is refused before it is kept, and on every later run.
+SIZES = {"mar-b": 1587 * 2**20, "mar-l": 3650 * 2**20, "mar-h": 7191 * 2**20, "kl16": 254 * 2**20}
+SIZE_SLACK = 0.2  # accepted: within 20 % of the size above
+CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80\x02")  # torch.save's zip format, its older pickle format
 VAE = "kl16"  # every MAR model decodes with it, so downloading a model fetches it too
 MIRROR_ENV = "GTR_MIRROR"  # base URL of a copy with the same layout (an internal mirror; the tests)
 TIMEOUT = 60  # seconds without data before a transfer counts as interrupted
@@ -72,13 +79,40 @@ def downloads(models, home, mirror: str | None = None) -> list[Download]:
             for n in names]
 
 
+def about(name: str) -> str:
+    """The official file's size in words ("about 254 MiB")."""
+    size = SIZES[name]
+    if size < 2**20:
+        return f"about {size:,} bytes"
+    return f"about {size / 2**30:.1f} GiB" if size >= 2**30 else f"about {size / 2**20:.0f} MiB"
+
+
+def not_the_file(d: Download, path: Path) -> str | None:
+    """Why the file at path is not d's official file (None: its size and first bytes fit)."""
+    size = path.stat().st_size
+    if abs(size - SIZES[d.name]) > SIZE_SLACK * SIZES[d.name]:
+        return f"{size:,} bytes, the official {d.dest.name} is {about(d.name)}"
+    with open(path, "rb") as f:
+        if not f.read(4).startswith(CHECKPOINT_MAGIC):
+            return "not a PyTorch checkpoint (its first bytes are neither a zip nor a pickle header)"
+    return None
+
+
 def state(d: Download) -> str:
-    """What is on disk for d, in words (for --dry-run)."""
+    """What is on disk for d and what a download would do, in words (for --dry-run)."""
     if d.dest.is_file():
+        wrong = not_the_file(d, d.dest)
+        if wrong:
+            return f"present but not the official file ({wrong}): delete it and download it again"
         return "present, sha256 recorded" if d.checksum.is_file() else "present (placed by hand, not verified)"
+    from gtr.runtime.files import check_writable
+    try:
+        check_writable(d.dest.parent, folder=True)
+    except PathError as e:
+        return f"missing, and cannot be downloaded there: {e}"
     if d.part.is_file():
-        return f"partial ({d.part.stat().st_size:,} bytes): would resume"
-    return "missing: would download"
+        return f"partial ({d.part.stat().st_size:,} bytes of {about(d.name)}): would resume"
+    return f"missing: would download {about(d.name)}"
 
 
 def sha256_file(path) -> str:
@@ -90,7 +124,8 @@ def sha256_file(path) -> str:
 
 
 def fetch(d: Download, progress: bool = True) -> str:
-    """Make d.dest hold the file: verify it if it is there, else download it. Returns what was done."""
+    """Make d.dest hold the file: verify it if it is there, else download it. Returns what was done.
+    A failed download leaves no folder it made empty behind (a partial file stays, for a resume)."""
     if d.dest.is_file():
         if not d.checksum.is_file():
             return "present (placed by hand, not verified)"
@@ -98,8 +133,12 @@ def fetch(d: Download, progress: bool = True) -> str:
         if sha256_file(d.dest) != recorded:
             raise DownloadError(f"{d.dest}: sha256 differs from the one recorded when it was downloaded (the file "
                                 f"is damaged); delete it and download it again")
+        wrong = not_the_file(d, d.dest)
+        if wrong:
+            raise DownloadError(f"{d.dest}: not the official file ({wrong}); delete it and download it again")
         return "present, sha256 verified"
     from gtr.runtime.files import check_writable
+    made = [p for p in (d.dest.parent, *d.dest.parent.parents) if not p.exists()]
     try:
         check_writable(d.dest.parent, folder=True)
         d.dest.parent.mkdir(parents=True, exist_ok=True)
@@ -108,14 +147,27 @@ def fetch(d: Download, progress: bool = True) -> str:
     except OSError as e:
         raise PathError(f"{d.dest.parent}: cannot create it ({e.strerror or e}); set GTR_HOME to a folder "
                         f"you can write") from None
-    with _folder_lock(d):
-        if d.dest.is_file():  # another process finished it while we waited for nothing: verify instead
-            return fetch(d, progress)
-        _transfer(d, progress)
-        digest = sha256_file(d.part)
-        os.replace(d.part, d.dest)  # atomic: dest is either absent or complete
-        from gtr.runtime.files import atomic_write_text
-        atomic_write_text(d.checksum, f"{digest}  {d.dest.name}\n")
+    try:
+        with _folder_lock(d):
+            if d.dest.is_file():  # another process finished it while we waited for nothing: verify instead
+                return fetch(d, progress)
+            _transfer(d, progress)
+            wrong = not_the_file(d, d.part)
+            if wrong:
+                d.part.unlink()
+                raise DownloadError(f"{d.name}: {d.url} sent a file that is not the official one ({wrong}); "
+                                    f"nothing was kept")
+            digest = sha256_file(d.part)
+            os.replace(d.part, d.dest)  # atomic: dest is either absent or complete
+            from gtr.runtime.files import atomic_write_text
+            atomic_write_text(d.checksum, f"{digest}  {d.dest.name}\n")
+    except BaseException:
+        for folder in made:  # innermost first; stops at the first one that is not empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
     return f"downloaded, sha256 {digest[:16]}… recorded"
 
 
@@ -133,6 +185,16 @@ def _folder_lock(d: Download):
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _unreachable(d: Download, reason) -> str:
+    """The one line for a server that cannot be reached (no network, no name resolution, refused)."""
+    host = urllib.parse.urlsplit(d.url).netloc
+    if d.url != OFFICIAL[d.name][1]:
+        return (f"{d.name}: cannot reach the mirror {host} ({reason}): the network or the mirror is unreachable; "
+                f"check {MIRROR_ENV}={os.environ.get(MIRROR_ENV, '')!r}, or unset it for the official URLs")
+    return (f"{d.name}: cannot reach {host} ({reason}): the network is unreachable from here; connect, or set "
+            f"{MIRROR_ENV} to the base URL of a copy of the files (same layout, e.g. http://mirror.local/gtr)")
 
 
 def _looks_like_html(head: bytes) -> bool:
@@ -159,7 +221,7 @@ def _transfer(d: Download, progress: bool, retried: bool = False) -> None:
             d.part.unlink()  # a partial file the server cannot continue: start again next time
         raise DownloadError(f"{d.name}: {d.url} answered HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
-        raise DownloadError(f"{d.name}: cannot reach {d.url}: {getattr(e, 'reason', e)}") from None
+        raise DownloadError(_unreachable(d, getattr(e, "reason", e))) from None
     with response:
         if "html" in response.headers.get("Content-Type", "").lower():
             raise DownloadError(f"{d.name}: {d.url} sent a web page instead of the file (the link may have "
@@ -175,6 +237,12 @@ def _transfer(d: Download, progress: bool, retried: bool = False) -> None:
             return _transfer(d, progress, retried=True)
         length = response.headers.get("Content-Length")
         total = start + int(length) if length is not None else None
+        if total is not None and abs(total - SIZES[d.name]) > SIZE_SLACK * SIZES[d.name]:
+            d.part.unlink(missing_ok=True)  # nothing of a file that is not the one asked for
+            if _looks_like_html(response.read(64)):
+                raise DownloadError(f"{d.name}: {d.url} sent a web page instead of the file; nothing was kept")
+            raise DownloadError(f"{d.name}: {d.url} offers {total:,} bytes, the official {d.dest.name} is "
+                                f"{about(d.name)}: not the file (a wrong link or mirror?); nothing was kept")
         from tqdm import tqdm
         with open(d.part, "ab" if start else "wb") as f, \
                 tqdm(total=total, initial=start, desc=d.name, unit="B", unit_scale=True, unit_divisor=1024,

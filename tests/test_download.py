@@ -15,7 +15,10 @@ import pytest
 from gtr import download as dl
 from cli_helpers import one_line_error, run
 
-FILES = {"/mar-b/checkpoint-last.pth": os.urandom(300_000), "/kl16.ckpt": os.urandom(70_000)}
+# Small stand-ins: a checkpoint's first bytes (torch.save's zip header), then noise. The fixture makes
+# these sizes the "official" ones; the tests of the size check put the real sizes back.
+FILES = {"/mar-b/checkpoint-last.pth": b"PK\x03\x04" + os.urandom(300_000), "/kl16.ckpt": b"PK\x03\x04" + os.urandom(70_000)}
+REAL_SIZES = dict(dl.SIZES)
 
 
 class Server(http.server.ThreadingHTTPServer):
@@ -87,6 +90,8 @@ def server(monkeypatch, tmp_path):
     monkeypatch.setenv("GTR_MIRROR", srv.url)
     monkeypatch.setenv("GTR_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(dl, "TIMEOUT", 10)
+    monkeypatch.setitem(dl.SIZES, "mar-b", len(FILES["/mar-b/checkpoint-last.pth"]))
+    monkeypatch.setitem(dl.SIZES, "kl16", len(FILES["/kl16.ckpt"]))
     yield srv
     srv.shutdown()
     srv.server_close()
@@ -107,6 +112,8 @@ def test_dry_run_prints_official_urls_and_destinations(monkeypatch, tmp_path):
     assert "www.dropbox.com" in r.output
     assert str(tmp_path / "home" / "mar-b" / "checkpoint-last.pth") in r.output
     assert str(tmp_path / "home" / "kl16.ckpt") in r.output
+    assert "[missing: would download about 1.5 GiB]" in r.output and "[missing: would download about 254 MiB]" in r.output
+    assert r.output.splitlines()[-1] == "to download: about 1.8 GiB"
     assert not (tmp_path / "home").exists()  # nothing fetched, nothing created
     assert "downloadable: mar-b, mar-l, mar-h, kl16" in one_line_error(run("download", "mar-xl", "--dry-run"))
 
@@ -138,12 +145,12 @@ def test_download_records_and_verifies_sha256(server, tmp_path):
 def test_interrupted_transfer_resumes(server, tmp_path):
     server.cut_once.add("/kl16.ckpt")
     msg = one_line_error(run("download", "kl16"))
-    assert "interrupted at 35,000 of 70,000 bytes" in msg and "again to resume" in msg
+    assert "interrupted at 35,002 of 70,004 bytes" in msg and "again to resume" in msg
     assert home_files(tmp_path) == ["kl16.ckpt.part"]  # no file appears before it is complete
-    assert "partial (35,000 bytes): would resume" in run("download", "kl16", "--dry-run").output
+    assert "partial (35,002 bytes of about 70,004 bytes): would resume" in run("download", "kl16", "--dry-run").output
     r = run("download", "kl16")
     assert r.exit_code == 0, r.output
-    assert server.requests[-1] == ("/kl16.ckpt", "bytes=35000-")
+    assert server.requests[-1] == ("/kl16.ckpt", "bytes=35002-")
     assert (tmp_path / "home" / "kl16.ckpt").read_bytes() == FILES["/kl16.ckpt"]
     assert home_files(tmp_path) == ["kl16.ckpt", "kl16.ckpt.sha256"]
 
@@ -187,11 +194,11 @@ def test_a_206_from_the_wrong_offset_starts_over(server, tmp_path):
     """A server that answers a resume with bytes from another offset: appended, they would make a wrong
     file whose sha256 is then recorded as good. The partial file is discarded and the transfer restarts."""
     server.cut_once.add("/kl16.ckpt")
-    one_line_error(run("download", "kl16"))  # leaves 35,000 bytes in kl16.ckpt.part
+    one_line_error(run("download", "kl16"))  # leaves 35,002 bytes in kl16.ckpt.part
     server.lie = True
     r = run("download", "kl16")
     assert r.exit_code == 0, r.output
-    assert server.requests[-2] == ("/kl16.ckpt", "bytes=35000-") and server.requests[-1] == ("/kl16.ckpt", None)
+    assert server.requests[-2] == ("/kl16.ckpt", "bytes=35002-") and server.requests[-1] == ("/kl16.ckpt", None)
     assert (tmp_path / "home" / "kl16.ckpt").read_bytes() == FILES["/kl16.ckpt"]
     assert home_files(tmp_path) == ["kl16.ckpt", "kl16.ckpt.sha256"]
 
@@ -216,3 +223,81 @@ def test_a_second_process_on_the_same_folder_stops_with_one_line(server, tmp_pat
     assert run("download", "kl16").exit_code == 0  # once it is done, the download goes ahead
     assert (home / "kl16.ckpt").read_bytes() == FILES["/kl16.ckpt"]
     assert home_files(tmp_path) == ["kl16.ckpt", "kl16.ckpt.sha256"]
+
+
+def test_offline_says_the_network_is_unreachable_and_leaves_no_folder(monkeypatch, tmp_path):
+    """No network: the name of the official host does not resolve (as on a machine without one)."""
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.delenv("GTR_MIRROR", raising=False)
+    monkeypatch.setenv("GTR_HOME", str(tmp_path / "home"))
+    line = one_line_error(run("download", "mar-b"))
+    assert "cannot reach www.dropbox.com" in line and "network is unreachable" in line and "GTR_MIRROR" in line
+    assert not (tmp_path / "home").exists()  # no empty folder left behind
+
+
+def test_an_unreachable_mirror_is_named(monkeypatch, tmp_path):
+    import socket
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("GTR_MIRROR", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("GTR_HOME", str(tmp_path / "home"))
+    line = one_line_error(run("download", "kl16"))
+    assert f"cannot reach the mirror 127.0.0.1:{port}" in line and "GTR_MIRROR" in line
+    assert not (tmp_path / "home").exists()
+
+
+def test_a_10_byte_file_from_a_mirror_is_refused(server, tmp_path, monkeypatch):
+    """The official sizes are known: a mirror serving 10 bytes as kl16.ckpt is not serving the file."""
+    monkeypatch.setattr(dl, "SIZES", REAL_SIZES)
+    monkeypatch.setitem(FILES, "/kl16.ckpt", b"0123456789")
+    line = one_line_error(run("download", "kl16"))
+    assert "offers 10 bytes" in line and "about 254 MiB" in line and "nothing was kept" in line
+    assert home_files(tmp_path) == []
+    assert "sha256 verified" not in run("download", "kl16").output
+
+
+def test_a_file_of_the_right_size_that_is_no_checkpoint_is_refused(server, tmp_path, monkeypatch):
+    monkeypatch.setitem(FILES, "/kl16.ckpt", os.urandom(dl.SIZES["kl16"]))  # size fits, first bytes do not
+    line = one_line_error(run("download", "kl16"))
+    assert "not a PyTorch checkpoint" in line and "nothing was kept" in line
+    assert home_files(tmp_path) == []
+
+
+def test_a_recorded_file_far_from_its_size_is_not_verified(monkeypatch, tmp_path):
+    """A 10-byte kl16.ckpt with its sha256 recorded (as an older gtr could leave from a bad mirror):
+    the sha256 matches, but the file is not the official one, and both commands say so."""
+    home = tmp_path / "home"
+    home.mkdir()
+    data = b"PK\x03\x04012345"
+    (home / "kl16.ckpt").write_bytes(data)
+    (home / "kl16.ckpt.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  kl16.ckpt\n")
+    monkeypatch.setenv("GTR_HOME", str(home))
+    line = one_line_error(run("download", "kl16"))
+    assert "not the official file (10 bytes, the official kl16.ckpt is about 254 MiB)" in line
+    assert "delete it" in line
+    r = run("download", "kl16", "--dry-run")
+    assert r.exit_code == 0 and "present but not the official file" in r.output and "sha256 recorded" not in r.output
+
+
+@pytest.mark.parametrize("value, words", [("file", "is a file, not a folder"), ("", "is set but empty")])
+def test_gtr_home_that_is_no_folder_is_named(monkeypatch, tmp_path, value, words):
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("GTR_HOME", str(tmp_path / value) if value else "")
+    for args in (["download", "mar-b"], ["download", "mar-b", "--dry-run"]):
+        r = run(*args)
+        line = one_line_error(r)
+        assert line.startswith("Error: GTR_HOME") and words in line and "would download" not in r.output
+    assert list(tmp_path.iterdir()) == [tmp_path / "file"]
+
+
+def test_dry_run_under_a_file_says_it_cannot_download_there(monkeypatch, tmp_path):
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("GTR_HOME", str(tmp_path / "file" / "sub"))
+    r = run("download", "kl16", "--dry-run")
+    assert r.exit_code == 0 and "would download" not in r.output
+    assert "cannot be downloaded there" in r.output and "is a file, not a folder" in r.output
