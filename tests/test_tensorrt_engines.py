@@ -23,6 +23,7 @@ from gtr.runtime.trt.profiles import MAX_PROFILES, Profile, derive_profiles, inp
 
 from tiny_export_model import TINY  # noqa: E402  (tests/ is on sys.path under pytest)
 from cli_helpers import one_line_error, run
+from trt_fakes import stub_builder_tensorrt
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 needs_no_tensorrt = pytest.mark.skipif(HAVE_TENSORRT, reason="checks the errors where TensorRT is NOT installed")
@@ -134,6 +135,26 @@ def test_cache_key_parts(tmp_path):
     keys = {key_id("backbone", engine_key(b, "backbone", profiles, t)) for t in (ORIN, RTX, Target("10.4.0", "Orin", "8.7"))}
     assert len(keys) == 3  # GPU and TensorRT version are part of the key
     assert ORIN.slug() == "trt10.3.0-Orin-sm8.7" and "/" not in RTX.slug()
+
+
+def test_cache_key_records_the_cuda_major_of_tensorrt(tmp_path):
+    """Risk: tensorrt-cu12 and tensorrt-cu13 share version strings; an engine built with one is not used
+    with the other (its key records the CUDA major), and the run's message says which it was built for."""
+    cu12, cu13 = (Target("10.16.1.11", "NVIDIA H100", "9.0", cuda) for cuda in ("12", "13"))
+    b = read_bundle(_fake_bundle(tmp_path / "a.plan"))
+    profiles = derive_profiles(b.graphs["backbone"]["static_shapes"])
+    k12, k13 = (engine_key(b, "backbone", profiles, t) for t in (cu12, cu13))
+    assert k12["cuda"] == "12" and key_id("backbone", k12) != key_id("backbone", k13)
+    ident = key_id("backbone", k12)
+    entry = {"component": "backbone", "member": ENGINE_MEMBER.format(component="backbone", id=ident), "id": ident,
+             "key": k12, "profiles": [p.to_dict() for p in profiles]}
+    path = tmp_path / "cu12.plan"
+    write_with_engines(b, [(entry, b"engine")], path)
+    assert engine_store.usable_engine(read_bundle(path), "backbone", cu12)["id"] == ident
+    assert engine_store.usable_engine(read_bundle(path), "backbone", cu13) is None
+    found, reason = find_engines(read_bundle(path), cu13)
+    assert found == {} and "TensorRT 10.16.1.11 (CUDA 12), not for this" in reason and "(CUDA 13)" in reason
+    assert cu12.slug() != cu13.slug()
 
 
 def test_engines_round_trip_and_lookup(tmp_path):
@@ -356,7 +377,7 @@ def _stub_build(monkeypatch, target=ORIN):
         asked.append(comp)
         return b"stub engine " + comp.encode()
 
-    monkeypatch.setattr(build, "import_tensorrt", lambda: object())
+    monkeypatch.setattr(build, "import_tensorrt", lambda: stub_builder_tensorrt())
     monkeypatch.setattr(build, "current_target", lambda device=None: target)
     monkeypatch.setattr(build, "build_engine", build_engine)
     return build, asked
@@ -390,77 +411,31 @@ def test_build_skips_only_engines_that_would_run(tiny_bundle, with_engines, tmp_
                                       for e in found.values())
 
 
-class _StubConfig:
-    def __init__(self):
-        self.cleared, self.profiles = [], []
-
-    def clear_flag(self, flag):
-        self.cleared.append(flag)
-
-    def set_memory_pool_limit(self, pool, size):
-        pass
-
-    def create_timing_cache(self, data):
-        return object()
-
-    def set_timing_cache(self, cache, ignore_mismatch):
-        return True
-
-    def get_timing_cache(self):
-        return type("Cache", (), {"serialize": lambda self: b"cache"})()
-
-    def add_optimization_profile(self, profile):
-        self.profiles.append(profile)
-        return len(self.profiles) - 1
+def test_build_rebuilds_a_stored_engine_that_does_not_load(tiny_bundle, with_engines, tmp_path, monkeypatch):
+    """An entry whose key and digest match but whose engine this TensorRT cannot deserialize (damaged) is
+    rebuilt, not kept: the run's message for such an engine says to rebuild it with gtr-build, and then
+    gtr-build must change something."""
+    build, asked = _stub_build(monkeypatch)
+    b = read_bundle(with_engines)
+    manifest = {k: v for k, v in b.manifest.items() if k not in ("format", "format_version", "members")}
+    head = next(e for e in manifest["engines"] if e["component"] == "head")
+    members = {n: b.member(n) for n in b.member_names}
+    members[head["member"]] = b"damaged engine"
+    path = tmp_path / "damaged.plan"
+    write_bundle(path, manifest, members)
+    lines = []
+    summary = build.build_engines(path, cache_dir=tmp_path, log=lines.append)
+    assert asked == ["head"] and summary["built"] == ["head"]
+    assert any("does not load here; rebuilding it" in line for line in lines)
+    found, reason = find_engines(read_bundle(path), ORIN)
+    assert reason is None and bytes(read_bundle(path).member(found["head"]["member"])) == b"stub engine head"
 
 
-def _stub_tensorrt(configs):
-    import types
-
-    class Network:
-        def __init__(self, names):
-            self.names = names
-            self.num_inputs = len(names)
-
-        def get_input(self, i):
-            return types.SimpleNamespace(name=self.names[i])
-
-    class Builder:
-        def __init__(self, logger):
-            pass
-
-        def create_network(self, flags):
-            return Network(Builder.inputs)
-
-        def create_builder_config(self):
-            configs.append(_StubConfig())
-            return configs[-1]
-
-        def create_optimization_profile(self):
-            return types.SimpleNamespace(set_shape=lambda *a: None)
-
-        def build_serialized_network(self, network, config):
-            return b"serialized"
-
-    class OnnxParser:
-        def __init__(self, network, logger):
-            pass
-
-        def parse_from_file(self, path):
-            return True
-
-    trt = types.SimpleNamespace(Builder=Builder, OnnxParser=OnnxParser, Logger=lambda level: object(),
-                                NetworkDefinitionCreationFlag=types.SimpleNamespace(STRONGLY_TYPED=0),
-                                BuilderFlag=types.SimpleNamespace(TF32="TF32"),
-                                MemoryPoolType=types.SimpleNamespace(WORKSPACE="WORKSPACE"))
-    trt.Logger.WARNING = 2
-    return trt, Builder
-
-
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_fp32_engines_build_without_tf32(tiny_bundle, tmp_path, precision, monkeypatch):
-    """Issue 20 item 5: TensorRT allows TF32 for fp32 tensors by default; an fp32 bundle's engines are built
-    with it cleared (the fp32 tolerances assume fp32 arithmetic); other precisions leave the flags alone."""
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_fp32_and_int8_engines_build_without_tf32(tiny_bundle, tmp_path, precision, monkeypatch):
+    """TensorRT allows TF32 for fp32 tensors by default; fp32 and int8 bundles' engines are built with it
+    cleared (their fp32 parts, int8's attention and VAE decoder too, are checked against fp32
+    arithmetic); fp16 leaves the flags alone."""
     from gtr.engines.build import TimingCache, build_engine
     monkeypatch.setattr(engine_store, "_LOGGER", None)
     b = read_bundle(tiny_bundle)
@@ -468,10 +443,21 @@ def test_fp32_engines_build_without_tf32(tiny_bundle, tmp_path, precision, monke
     path = tmp_path / f"{precision}.plan"
     write_bundle(path, dict(manifest, precision=precision), {n: b.member(n) for n in b.member_names})
     b = read_bundle(path)
-    configs = []
-    trt, Builder = _stub_tensorrt(configs)
-    Builder.inputs = [i["name"] for i in b.graphs["head"]["inputs"]]
+    trt = stub_builder_tensorrt([i["name"] for i in b.graphs["head"]["inputs"]])
     data = build_engine(trt, b, "head", derive_profiles(b.graphs["head"]["static_shapes"]), None,
                         TimingCache(tmp_path / "t.cache"))
-    assert data == b"serialized" and len(configs) == 1
-    assert configs[0].cleared == (["TF32"] if precision == "fp32" else [])
+    assert data == b"serialized" and len(trt.configs) == 1
+    assert trt.configs[0].cleared == (["TF32"] if precision in ("fp32", "int8") else [])
+
+
+@pytest.mark.parametrize("version, flags", [("10.1.0", 1), ("10.16.1.11", 1), ("11.4.0.106", 0)])
+def test_strongly_typed_flag_only_where_tensorrt_takes_it(tiny_bundle, tmp_path, version, flags, monkeypatch):
+    """TensorRT 11 builds every network strongly typed and deprecates the flag: it is passed to 10 only
+    (tests/real_gpu/check_tensorrt.py checks the same against the real 10.1 and 11.4 modules)."""
+    from gtr.engines.build import TimingCache, build_engine
+    monkeypatch.setattr(engine_store, "_LOGGER", None)
+    b = read_bundle(tiny_bundle)
+    trt = stub_builder_tensorrt([i["name"] for i in b.graphs["head"]["inputs"]], version=version)
+    build_engine(trt, b, "head", derive_profiles(b.graphs["head"]["static_shapes"]), None,
+                 TimingCache(tmp_path / "t.cache"))
+    assert trt.network_flags == [flags]

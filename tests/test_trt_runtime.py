@@ -117,19 +117,139 @@ def test_profile_selection_error_is_an_engine_error(rt, bundle, monkeypatch):
     comps.close()
 
 
-def test_binding_error_inside_capture_ends_it(rt, bundle, monkeypatch):
-    """Item 6: a binding failure during capture ends the capture (the stream leaves capture mode), says
-    so in one note, and the loop runs eagerly, right."""
+def test_capture_only_enqueues(rt, bundle, monkeypatch):
+    """Risk: a captured context's shapes and addresses are set in its warm-up run, outside the capture,
+    and not again inside it (setting them while capturing fails here, as it may on a GPU): the loop is
+    captured, replays right, and has nothing to note."""
     install(monkeypatch, rt, faults={"bind_in_capture": True})
+    notes = []
+    comps = components(bundle, notes)
+    for seed in range(4):
+        got, want = loop_on(comps, seed)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    (loop,) = comps._loops.values()
+    assert loop.graph is not None and rt.launches == 3 and notes == []
+    comps.close()
+
+
+def test_enqueue_error_inside_capture_ends_it(rt, bundle, monkeypatch):
+    """A failed enqueue during capture ends the capture (the stream leaves capture mode), says so in one
+    note, and the loop runs eagerly, right."""
+    install(monkeypatch, rt, faults={"enqueue_in_capture": True})
     notes = []
     comps = components(bundle, notes)
     for seed in range(3):
         got, want = loop_on(comps, seed)
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
     assert not any(s.capturing for s in rt.streams.values())
-    assert len(notes) == 1 and "capture failed" in notes[0] and "binding" in notes[0]
+    assert len(notes) == 1 and "capture failed" in notes[0] and "running it" in notes[0]
     (loop,) = comps._loops.values()
     assert loop.graph is None and rt.launches == 0
+    comps.close()
+
+
+def test_failed_first_run_leaves_no_capture_behind(rt, bundle, monkeypatch):
+    """Defect: when the loop's own contexts cannot be made (TensorRT returns None, e.g. out of memory),
+    that run fails in one line, nothing half-made is kept, the stream is never left capturing, and once
+    contexts can be made again the loop warms up, captures and replays as usual."""
+    trt = install(monkeypatch, rt, faults={"context_limit": 2})
+    comps = components(bundle)
+    with pytest.raises(EngineError, match="could not create an execution context"):
+        loop_on(comps, 0)
+    (loop,) = comps._loops.values()
+    assert loop.own == [] and not any(s.capturing for s in rt.streams.values())
+    trt.faults["context_limit"] = None
+    for seed in range(1, 5):  # warm-up, capture + check, two replays
+        got, want = loop_on(comps, seed)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+        assert not any(s.capturing for s in rt.streams.values())
+    assert loop.graph is not None and rt.launches == 3
+    comps.close()
+
+
+def test_any_exception_inside_capture_ends_it(rt, bundle, monkeypatch):
+    """Defect: whatever an enqueue raises inside the capture (here a plain IndexError, not one of gtr's
+    error types), the capture is ended, one note says why, and the loop runs eagerly."""
+    install(monkeypatch, rt)
+    notes = []
+    comps = components(bundle, notes)
+    loop_on(comps, 0)
+    (loop,) = comps._loops.values()
+    enqueue = loop.eng.enqueue
+
+    def broken(ctx, stream):
+        if any(s.capturing for s in rt.streams.values()):
+            raise IndexError("list index out of range")
+        enqueue(ctx, stream)
+
+    monkeypatch.setattr(loop.eng, "enqueue", broken)
+    for seed in range(1, 4):
+        got, want = loop_on(comps, seed)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert not any(s.capturing for s in rt.streams.values())
+    assert loop.graph is None and len(notes) == 1 and "capture failed (list index out of range)" in notes[0]
+    comps.close()
+
+
+def test_a_failed_first_replay_drops_the_graph(rt, bundle, monkeypatch):
+    """Risk: when the first replay (run 2) fails, the graph is dropped with one note and never replayed
+    unchecked; that run and later ones are eager and right."""
+    install(monkeypatch, rt)
+    notes = []
+    comps = components(bundle, notes)
+    rt.fail_launches = 1
+    for seed in range(4):
+        got, want = loop_on(comps, seed)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    (loop,) = comps._loops.values()
+    assert loop.graph is None and rt.launches == 0 and rt.live()["graphs"] == 0
+    assert len(notes) == 1 and "first replay failed (CUDA error cudaErrorIllegalAddress)" in notes[0]
+    comps.close()
+
+
+def test_loop_cache_is_bounded_and_gives_its_budget_back(rt, bundle, monkeypatch):
+    """Risk: a long-running server sees many call patterns (batches); the loops kept are bounded, an
+    evicted loop frees its device memory and graph, and its captured contexts return to the budget."""
+    from gtr.runtime.trt import backend
+    install(monkeypatch, rt)
+    monkeypatch.setattr(backend, "LOOPS", 2)
+    comps = components(bundle)
+    full = comps._budget.left
+    live = []
+    patterns = [(6, 3), (6, 3), (4, 2), (5, 3), (6, 3), (3, 3), (4, 2)]  # rows 3 and 8, calls vary
+    for i, ts in enumerate(patterns * 2):
+        rng = np.random.default_rng(i)
+        x = rng.standard_normal((R, C)).astype(np.float32)
+        z = rng.standard_normal((2 * R, D)).astype(np.float32)
+        noise = [rng.standard_normal((T - 1, n, C)).astype(np.float32) for n, T in zip(SIZES, ts)]
+        calls = head_calls(ts, SIZES, 1.0)
+        want = run_head(FakeHeadComponents(), x.copy(), z, calls, 2.5, noise, C)
+        got = run_head(comps, x.copy(), z, calls, 2.5, noise, C)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+        assert len(comps._loops) <= 2
+        live.append(rt.live()["memory"])
+    assert max(live[7:]) <= max(live[:7])  # the second round of the same patterns holds no more memory
+    taken = sum(loop.taken for loop in comps._loops.values())
+    assert comps._budget.left == full - taken
+    comps.close()
+    assert comps._budget.left == full and rt.live() == {"memory": 0, "streams": 0, "graphs": 0}
+
+
+def test_engines_run_on_the_device_in_every_thread(rt, bundle, monkeypatch):
+    """Risk: CUDA's current device is per thread; components made for device 1 run their engines on
+    device 1 from any thread (a server's worker and warm-up threads), not on that thread's default 0."""
+    import threading
+    from gtr.runtime.trt.backend import TensorRTComponents
+    rt.devices = 2
+    trt = install(monkeypatch, rt)
+    comps = TensorRTComponents(bundle, engines={"head": {"member": "head.engine"}}, device=1, log=lambda line: None)
+    results = []
+    worker = threading.Thread(target=lambda: results.append(loop_on(comps, 0)))
+    worker.start()
+    worker.join()
+    got, want = results[0]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert trt.engines[0].devices == {1}
     comps.close()
 
 

@@ -6,6 +6,12 @@ replays what was recorded. `fake_tensorrt()` returns a module with what gtr uses
 runtime that "deserializes" engines described as JSON, and execution contexts whose `execute_async_v3`
 runs a numpy stand-in of the head step on the fake stream.
 
+`faults` make TensorRT or CUDA calls fail the way the real ones report failure: "profile" (selecting a
+profile raises), "bind_in_capture" (setting shapes or addresses while a stream captures raises),
+"enqueue_in_capture" (an enqueue while capturing fails), "context_limit" (creating contexts beyond this
+many returns None, as TensorRT does out of memory); FakeCudart.fail_launches makes graph launches fail.
+Every public name a stand-in offers exists on the real class (tests/real_gpu/check_tensorrt.py).
+
 Two knobs model what the real libraries do not document: `late_binding` (a captured enqueue reads its
 context's tensor addresses when the graph is replayed, not when it was captured: the worst case of
 several enqueues per context in one graph) and `wrong_replay` (a replay computes something else).
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import threading
 import types
 from dataclasses import dataclass, field
 
@@ -38,6 +45,11 @@ class _Stream:
         return 0x1000 + self.id
 
 
+ERROR_NAMES = {1: b"cudaErrorInvalidValue", 35: b"cudaErrorInsufficientDriver", 100: b"cudaErrorNoDevice",
+               101: b"cudaErrorInvalidDevice", 700: b"cudaErrorIllegalAddress",
+               901: b"cudaErrorStreamCaptureInvalidated"}  # as cuda-bindings names them (checked there)
+
+
 class FakeCudart:
     """cuda.bindings.runtime, as far as gtr.runtime.trt.cuda uses it (one device)."""
 
@@ -52,12 +64,14 @@ class FakeCudart:
         self.streams: dict[int, _Stream] = {}
         self.graphs, self.execs = set(), {}
         self.launches = 0      # graph launches
+        self.fail_launches = 0  # this many next graph launches fail
         self.replaying = False
+        self._current = threading.local()  # the current device, per thread as in CUDA
 
     # ---- errors, devices, versions
 
     def cudaGetErrorName(self, err):
-        return 0, {35: b"cudaErrorInsufficientDriver", 901: b"cudaErrorStreamCaptureInvalidated"}.get(err, b"cudaError")
+        return 0, ERROR_NAMES.get(int(err), b"cudaError")
 
     def cudaGetDeviceCount(self):
         if self.driver < self.built:
@@ -71,10 +85,13 @@ class FakeCudart:
         return 0, self.built
 
     def cudaSetDevice(self, index):
+        if not 0 <= int(index) < self.devices:
+            return (101,)
+        self._current.device = int(index)
         return (0,)
 
     def cudaGetDevice(self):
-        return 0, 0
+        return 0, getattr(self._current, "device", 0)
 
     def cudaGetDeviceProperties(self, index):
         return 0, types.SimpleNamespace(name=self.gpu.encode() + b"\0\0", major=9, minor=0)
@@ -137,6 +154,9 @@ class FakeCudart:
         return 0, handle
 
     def cudaGraphLaunch(self, handle, stream):
+        if self.fail_launches:
+            self.fail_launches -= 1
+            return (700,)
         self.launches += 1
         self.replaying = True
         try:
@@ -200,7 +220,12 @@ class _Context:
         self.profile = p
         return True
 
+    def _capturing(self) -> bool:
+        return any(s.capturing for s in self.engine.rt.streams.values())
+
     def set_input_shape(self, name, shape):
+        if self.engine.faults.get("bind_in_capture") and self._capturing():
+            raise RuntimeError("cannot set shapes during capture (stand-in fault)")
         lo, _, hi = self.engine.spec["profiles"][self.profile][name]
         ok = len(shape) == len(lo) and all(a <= s <= b for a, s, b in zip(lo, shape, hi))
         if ok:
@@ -208,7 +233,7 @@ class _Context:
         return ok
 
     def set_tensor_address(self, name, ptr):
-        if self.engine.faults.get("bind_in_capture") and any(s.capturing for s in self.engine.rt.streams.values()):
+        if self.engine.faults.get("bind_in_capture") and self._capturing():
             raise RuntimeError("cannot bind during capture (stand-in fault)")
         self.addresses[name] = int(ptr)
         return True
@@ -218,7 +243,10 @@ class _Context:
 
     def execute_async_v3(self, stream):
         eng = self.engine
+        if eng.faults.get("enqueue_in_capture") and self._capturing():
+            return False
         eng.enqueues += 1
+        eng.devices.add(eng.rt.cudaGetDevice()[1])
         shapes = dict(self.shapes)
         frozen = dict(self.addresses)
 
@@ -240,6 +268,7 @@ class _Engine:
         self.late_binding, self.wrong_replay, self.faults = trt.late_binding, trt.wrong_replay, trt.faults
         self.contexts_made = 0
         self.enqueues = 0
+        self.devices = set()  # the devices current in the threads that enqueued
 
     num_io_tensors = property(lambda self: len(self.names))
     num_optimization_profiles = property(lambda self: len(self.spec["profiles"]))
@@ -260,6 +289,9 @@ class _Engine:
         return 4096
 
     def create_execution_context(self, strategy):
+        limit = self.faults.get("context_limit")
+        if limit is not None and self.contexts_made >= limit:
+            return None
         self.contexts_made += 1
         return _Context(self)
 
@@ -313,3 +345,105 @@ def fake_tensorrt(rt: FakeCudart, version: str = "10.8.0.43", late_binding: bool
 
     trt.Logger, trt.Runtime, trt.Builder = Logger, Runtime, Builder
     return trt
+
+
+# ------------------------------------------------------------------------- the builder side (gtr-build)
+
+class StubConfig:
+    """IBuilderConfig as far as gtr.engines.build uses it; records the flags cleared and the profiles."""
+
+    def __init__(self):
+        self.cleared, self.profiles = [], []
+
+    def clear_flag(self, flag):
+        self.cleared.append(flag)
+
+    def set_memory_pool_limit(self, pool, size):
+        pass
+
+    def create_timing_cache(self, data):
+        return object()
+
+    def set_timing_cache(self, cache, ignore_mismatch):
+        return True
+
+    def get_timing_cache(self):
+        return types.SimpleNamespace(serialize=lambda: b"cache")
+
+    def add_optimization_profile(self, profile):
+        self.profiles.append(profile)
+        return len(self.profiles) - 1
+
+
+class StubNetwork:
+    def __init__(self, names):
+        self.names = names
+        self.num_inputs = len(names)
+
+    def get_input(self, i):
+        return types.SimpleNamespace(name=self.names[i])
+
+
+class StubProfile:
+    def set_shape(self, name, lo, opt, hi):
+        pass
+
+
+def stub_builder_tensorrt(inputs=(), version: str = "10.8.0.43"):
+    """A `tensorrt` stand-in for gtr-build: a builder that 'builds' b"serialized" for a network with
+    `inputs`, configs recorded in `.configs`, flags passed to create_network in `.network_flags`, and a
+    runtime that loads any engine bytes except those starting with b"damaged"."""
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.configs, trt.network_flags = [], []
+    trt.NetworkDefinitionCreationFlag = _Enum(STRONGLY_TYPED=0)
+    trt.BuilderFlag = _Enum(TF32="TF32")
+    trt.MemoryPoolType = _Enum(WORKSPACE="WORKSPACE")
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level=2):
+            self.level = level
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            trt.network_flags.append(flags)
+            return StubNetwork(list(inputs))
+
+        def create_builder_config(self):
+            trt.configs.append(StubConfig())
+            return trt.configs[-1]
+
+        def create_optimization_profile(self):
+            return StubProfile()
+
+        def build_serialized_network(self, network, config):
+            return b"serialized"
+
+    class OnnxParser:
+        def __init__(self, network, logger):
+            pass
+
+        def parse_from_file(self, path):
+            return True
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            return None if bytes(data).startswith(b"damaged") else object()
+
+    trt.Logger, trt.Builder, trt.OnnxParser, trt.Runtime = Logger, Builder, OnnxParser, Runtime
+    return trt
+
+
+# Which real class each stand-in stands for (tests/real_gpu/check_tensorrt.py checks every public
+# attribute of each against the real TensorRT module); attributes that are test knobs, not TensorRT's.
+REAL_CLASSES = {"_Engine": "ICudaEngine", "_Context": "IExecutionContext", "StubConfig": "IBuilderConfig",
+                "StubNetwork": "INetworkDefinition", "StubProfile": "IOptimizationProfile"}
+KNOBS = {"late_binding", "wrong_replay", "faults", "engines", "configs", "network_flags"}

@@ -2,13 +2,15 @@
 
 For each graph (backbone, head, head_nocfg when present, vae_decoder): parse the bundle's ONNX graph
 with its weights, as a strongly typed network (precision comes from the graph's own types and casts:
-TensorRT 11 has no builder precision flags, and 10 does not need them), add the optimization profiles
+TensorRT 11 has no builder precision flags and builds every network strongly typed, its STRONGLY_TYPED
+flag deprecated and ignored, so the flag is passed to TensorRT 10 only), add the optimization profiles
 derived from the manifest's static shapes (gtr.runtime.trt.profiles), build, and store the engine in the
 bundle under its cache key (gtr.runtime.trt.engine_store). An engine the bundle already has is kept only
-when the runtime would use it: its key names this TensorRT and GPU and it fits the bundle's graph and
-shapes (engine_store.usable_engine, the rule the run applies; a stored id alone proves nothing);
-`force` rebuilds it. fp32 bundles build with TF32 off: TensorRT allows TF32 for fp32 tensors by
-default, and fp32's tolerances assume fp32 arithmetic. The timing cache (kernel timings, the slow part of a build) is
+when the runtime would use it: its key names this TensorRT and GPU, it fits the bundle's graph and
+shapes (engine_store.usable_engine, the rule the run applies; a stored id alone proves nothing), and
+this TensorRT deserializes it (a damaged engine is rebuilt, not kept); `force` rebuilds it. fp32 and
+int8 bundles build with TF32 off: TensorRT allows TF32 for fp32 tensors by default, and their fp32
+parts (all of fp32; int8's attention and VAE decoder) are checked against fp32 arithmetic. The timing cache (kernel timings, the slow part of a build) is
 loaded before and saved after every engine, one file per TensorRT version and GPU.
 
 TensorRT is imported lazily; `describe` (gtr-build --dry-run) needs neither TensorRT nor a GPU.
@@ -21,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from gtr.errors import first_line
 from gtr.runtime.bundle import Bundle, read_bundle
 from gtr.runtime.trt.engine_store import (ENGINE_MEMBER, EngineError, Target, components, current_target, engine_key,
                                       graph_digest, import_tensorrt, key_id, logger, usable_engine,
@@ -101,11 +104,41 @@ def _plain_name(name: str) -> str:
     return name
 
 
+NO_TF32 = ("fp32", "int8")  # precisions whose fp32 tensors must not run in TF32
+
+
+def tensorrt_major(trt) -> int:
+    return int(str(trt.__version__).split(".")[0])
+
+
+def network_flags(trt) -> int:
+    """create_network's flags: STRONGLY_TYPED on TensorRT 10; none on 11, where every network is strongly
+    typed and the flag is deprecated."""
+    if tensorrt_major(trt) >= 11:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
+def engine_loads(trt, data) -> bool:
+    """Whether this TensorRT deserializes `data` (what a run will do with a stored engine)."""
+    try:
+        runtime = trt.Runtime(logger(trt))
+        engine = runtime.deserialize_cuda_engine(data)
+    except Exception:  # noqa: BLE001 - some versions raise instead of returning None
+        return False
+    loads = engine is not None
+    del engine  # before its runtime
+    return loads
+
+
 def build_engine(trt, bundle: Bundle, comp: str, profiles, workspace_mb: int | None, cache: TimingCache) -> bytes:
     """Parse, configure and build one component's engine; returns the serialized engine."""
     g = bundle.graphs[comp]
-    builder = trt.Builder(logger(trt))
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    try:
+        builder = trt.Builder(logger(trt))
+    except Exception as e:  # noqa: BLE001 - pybind11 raises TypeError when TensorRT cannot start
+        raise EngineError(f"TensorRT could not create a builder ({first_line(e)})") from None
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger(trt))
     # The parser reads external weights from files beside the graph: write both to a temp folder that
     # lives until the build is done (the parser may refer to the weights until then).
@@ -119,8 +152,8 @@ def build_engine(trt, bundle: Bundle, comp: str, profiles, workspace_mb: int | N
             raise EngineError(f"TensorRT cannot parse the {comp!r} graph: "
                               f"{(errors[0].splitlines() or ['?'])[0] if errors else 'no error given'}")
         config = builder.create_builder_config()
-        if bundle.precision == "fp32":
-            config.clear_flag(trt.BuilderFlag.TF32)  # on by default; fp32 means fp32 arithmetic
+        if bundle.precision in NO_TF32:
+            config.clear_flag(trt.BuilderFlag.TF32)  # on by default; fp32 tensors mean fp32 arithmetic
         if workspace_mb:
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
         cache.attach(config)
@@ -163,6 +196,9 @@ def build_engines(path, out=None, *, workspace_mb: int | None = None, timing_cac
             key = engine_key(bundle, comp, profiles, target)
             ident = key_id(comp, key)
             present = None if force else usable_engine(bundle, comp, target)
+            if present is not None and not engine_loads(trt, bundle.member(present["member"])):
+                log(f"{comp}: engine {present['id']} is in the bundle but does not load here; rebuilding it")
+                present = None
             if present is not None:
                 cached.append(comp)
                 log(f"{comp}: engine {present['id']} is in the bundle already (--force rebuilds it)")

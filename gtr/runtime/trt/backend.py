@@ -14,7 +14,12 @@ that doubles the backbone rows) runs on the `fallback` components (ONNX Runtime)
 with a one-line note, else is an EngineError.
 
 The head loop of one AR step (`diffuse`) stays on the device, and from its second run replays as a
-CUDA graph checked against an eager run: gtr.runtime.trt.head_loop.
+CUDA graph checked against an eager run: gtr.runtime.trt.head_loop. Loops are kept per call pattern,
+at most LOOPS of them (least recently used first out, closed: their device memory and their share of
+the captured-context budget come back), so a long-running server with varying batches stays bounded.
+
+The CUDA device is made current in every thread that runs engines (a server's worker and warm-up
+threads), once per thread: CUDA's current device is per thread.
 
 Every TensorRT call that can fail (profile selection, which raises RuntimeError; shapes and addresses,
 which return False; enqueue) becomes an EngineError in one line. `close()` (or collection) frees the
@@ -23,18 +28,22 @@ CUDA graphs, the contexts, the engines and then the device memory they used.
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 
 import numpy as np
 
 from gtr.errors import first_line
 from gtr.runtime.trt import cuda
 from gtr.runtime.bundle import Bundle, read_bundle
-from gtr.runtime.trt.engine_store import EngineError, current_target, find_engines, import_tensorrt, logger
+from gtr.runtime.trt import engine_store
+from gtr.runtime.trt.engine_store import EngineError, find_engines, import_tensorrt, logger
 from gtr.runtime.head_inputs import head_graph, nocfg_on_cfg_graph
 from gtr.runtime.notes import stderr_line
 from gtr.runtime.trt.head_loop import ContextBudget, HeadLoop
 
 CAPTURE_CONTEXTS = 1024  # execution contexts that captured head loops may create per components object
+LOOPS = 32  # head-loop call patterns kept (each holds device buffers and, when captured, a graph)
 
 
 _DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64, "INT8": np.int8,
@@ -136,13 +145,13 @@ class TensorRTComponents:
 
     def __init__(self, bundle, engines: dict | None = None, device: int | None = None, fallback=None,
                  log=stderr_line):
-        self._engines, self._loops, self._buffers = {}, {}, {}  # what close() frees, even after a failed init
+        self._engines, self._loops, self._buffers = {}, OrderedDict(), {}  # what close() frees, even after a failed init
         trt = import_tensorrt()
         if isinstance(bundle, (str, os.PathLike)):
             bundle = read_bundle(bundle)
         if not isinstance(bundle, Bundle):
             raise TypeError(f"expected a Bundle or a path, got {type(bundle).__name__}")
-        target = current_target(device)  # also makes `device` the current CUDA device
+        target = engine_store.current_target(device)  # also makes `device` the current CUDA device
         if engines is None:
             engines, reason = find_engines(bundle, target)
             if reason:
@@ -150,8 +159,14 @@ class TensorRTComponents:
         self.bundle, self.config, self.target, self.trt = bundle, bundle.config, target, trt
         self.fallback, self.log = fallback, log
         self._noted = set()
+        self._device_index = cuda.current_device()
+        self._thread = threading.local()
+        self._thread.device = self._device_index
         self.stream = cuda.Stream()
-        runtime = trt.Runtime(logger(trt))
+        try:
+            runtime = trt.Runtime(logger(trt))
+        except Exception as e:  # noqa: BLE001 - pybind11 raises TypeError when TensorRT cannot start
+            raise EngineError(f"TensorRT could not create its runtime ({first_line(e)})") from None
         self._runtime = runtime  # engines must not outlive their runtime
         for c, e in engines.items():
             self._engines[c] = _Engine(trt, runtime, c, bundle.member(e["member"]))
@@ -173,6 +188,9 @@ class TensorRTComponents:
 
     def _engine(self, name: str) -> "_Engine":
         self._check_open()
+        if getattr(self._thread, "device", None) != self._device_index:  # first call in this thread
+            cuda.set_device(self._device_index)
+            self._thread.device = self._device_index
         return self._engines[name]
 
     def _check_open(self) -> None:
@@ -271,8 +289,11 @@ class TensorRTComponents:
         key = (name, R, c, D, ncoef, rows)
         loop = self._loops.get(key)
         if loop is None:
+            while len(self._loops) >= LOOPS:  # the least recently used pattern goes, with what it holds
+                self._loops.popitem(last=False)[1].close()
             loop = self._loops[key] = HeadLoop(eng, self.stream, self._scratch, rows, profiles, R, c, D, ncoef, two,
                                                shapes, self._budget, self.log)
+        self._loops.move_to_end(key)
         x[...] = loop.run(x, zz, calls, w, step_noise)
         return x
 

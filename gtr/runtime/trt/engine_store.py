@@ -4,11 +4,12 @@ Engines are extra members of the bundle (`<component>.<id>.engine`), so a bundle
 one .plan file. `manifest["engines"]` lists one entry per engine:
 
     {"component": "backbone", "member": "backbone.3f2a….engine", "id": "3f2a…",
-     "key": {"graph": sha256, "tensorrt": "10.3.0", "gpu": "NVIDIA Orin", "compute_capability": "8.7"},
+     "key": {"graph": sha256, "tensorrt": "10.3.0", "cuda": "12", "gpu": "NVIDIA Orin", "compute_capability": "8.7"},
      "profiles": [{"min": {...}, "opt": {...}, "max": {...}}, ...], "built": ..., "build_seconds": ...}
 
-An engine runs only with the TensorRT version and the GPU model it was built for, so those are its
-key together with the graph digest: the sha256 of the graph and weight members it was parsed from
+An engine runs only with the TensorRT build and the GPU model it was built for, so those are its key
+together with the graph digest: the TensorRT version and the CUDA major of its wheels (tensorrt-cu12 and
+-cu13 share version strings; "" where not known, e.g. JetPack's system TensorRT), and the sha256 of the graph and weight members it was parsed from
 and of its profiles. A bundle holds at most one engine per component and target (TensorRT version +
 GPU): engines for other GPUs stay, so one file can carry engines for a desktop GPU and a Jetson.
 The reader of the bundle (gtr.runtime.bundle) checks that every entry's member exists and its sha256;
@@ -33,17 +34,20 @@ ENGINE_MEMBER = "{component}.{id}.engine"
 
 @dataclass(frozen=True)
 class Target:
-    """What an engine is tied to: the TensorRT version and the GPU model (name, compute capability)."""
+    """What an engine is tied to: the TensorRT version, the CUDA major of its build ("" where not known)
+    and the GPU model (name, compute capability)."""
     tensorrt: str
     gpu: str
     compute_capability: str
+    cuda: str = ""
 
     def describe(self) -> str:
-        return f"{self.gpu} (sm {self.compute_capability}) with TensorRT {self.tensorrt}"
+        cuda = f" (CUDA {self.cuda})" if self.cuda else ""
+        return f"{self.gpu} (sm {self.compute_capability}) with TensorRT {self.tensorrt}{cuda}"
 
     def slug(self) -> str:
         """File-name-safe form, e.g. for the timing cache."""
-        text = f"trt{self.tensorrt}-{self.gpu}-sm{self.compute_capability}"
+        text = f"trt{self.tensorrt}{'-cu' + self.cuda if self.cuda else ''}-{self.gpu}-sm{self.compute_capability}"
         return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_")
 
 
@@ -83,7 +87,7 @@ def tensorrt_cuda_major() -> int | None:
     None where not known (JetPack's system TensorRT, a local build)."""
     from importlib import metadata
     for major in (11, 12, 13, 14, 15):
-        for dist in (f"tensorrt-cu{major}-libs", f"tensorrt-cu{major}"):
+        for dist in (f"tensorrt-cu{major}-libs", f"tensorrt-cu{major}", f"tensorrt-cu{major}-bindings"):
             try:
                 metadata.version(dist)
                 return major
@@ -114,7 +118,7 @@ def current_target(device: int | None = None) -> Target:
         name, cc = cuda.device_info()
     except cuda.CudaError as e:
         raise EngineError(str(e)) from None
-    return Target(trt.__version__, name, cc)
+    return Target(trt.__version__, name, cc, str(major or ""))
 
 
 def components(bundle: Bundle) -> list[str]:
@@ -134,8 +138,8 @@ def graph_digest(bundle: Bundle, component: str, profiles) -> str:
 
 
 def engine_key(bundle: Bundle, component: str, profiles, target: Target) -> dict:
-    return {"graph": graph_digest(bundle, component, profiles), "tensorrt": target.tensorrt, "gpu": target.gpu,
-            "compute_capability": target.compute_capability}
+    return {"graph": graph_digest(bundle, component, profiles), "tensorrt": target.tensorrt, "cuda": target.cuda,
+            "gpu": target.gpu, "compute_capability": target.compute_capability}
 
 
 def key_id(component: str, key: dict) -> str:
@@ -144,7 +148,7 @@ def key_id(component: str, key: dict) -> str:
 
 
 def _target_of(key: dict) -> Target:
-    return Target(key["tensorrt"], key["gpu"], key["compute_capability"])
+    return Target(key["tensorrt"], key["gpu"], key["compute_capability"], key.get("cuda", ""))
 
 
 def engine_entries(bundle: Bundle) -> list[dict]:
@@ -154,6 +158,7 @@ def engine_entries(bundle: Bundle) -> list[dict]:
         key = e.get("key")
         ok = (isinstance(key, dict) and all(isinstance(key.get(k), str) for k in
                                             ("graph", "tensorrt", "gpu", "compute_capability"))
+              and isinstance(key.get("cuda", ""), str)
               and isinstance(e.get("profiles"), list) and isinstance(e.get("id"), str))
         if ok:
             try:

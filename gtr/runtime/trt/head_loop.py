@@ -13,18 +13,22 @@ Capture, made so that it cannot be silently wrong:
   trtexec uses; several enqueues of one context with changing addresses in one graph are not
   documented). Eager runs use the engine's shared contexts and never touch a captured one.
 * Run 1 is eager on the loop's own contexts (TensorRT wants one run after a context's shapes are set,
-  outside capture; contexts are also never created inside a capture). Run 2 captures and replays, then
-  runs the loop eagerly on the shared contexts and compares: on a mismatch one note line, the graph
-  is dropped and the loop runs eagerly from then on. Later runs replay.
+  outside capture; contexts are also never created inside a capture). It sets each context's shapes
+  and addresses for good: the capture only enqueues. The contexts are kept only once all of them
+  exist; until then (e.g. out of memory) the next run is a run 1 again.
+* Run 2 captures and replays, then runs the loop eagerly on the shared contexts and compares: on a
+  mismatch, or when the replay fails, one note line, the graph is dropped (never replayed unchecked)
+  and the loop runs eagerly from then on. Later runs replay.
 * Capture is used only when every profile of the loop is exact (fixed shapes), and while the owner's
-  budget of captured contexts lasts. Any failure inside capture ends the capture and the loop runs
-  eagerly (an error there is raised by the eager run, in the project's error type).
+  budget of captured contexts lasts; a closed loop gives its share of the budget back. Any failure
+  inside capture ends the capture (whatever the exception) and the loop runs eagerly (an error there
+  is raised by the eager run, in the project's error type).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from gtr.errors import CudaError, EngineError
+from gtr.errors import CudaError, EngineError, first_line
 from gtr.runtime.trt import cuda
 from gtr.runtime.head_inputs import ALIGN, blocks
 
@@ -42,6 +46,9 @@ class ContextBudget:
             return False
         self.left -= n
         return True
+
+    def give(self, n: int) -> None:
+        self.left += int(n)
 
 
 class HeadLoop:
@@ -67,10 +74,11 @@ class HeadLoop:
                     (("t", self.t), ("coef", self.coef), ("noise", self.noise), ("w", self.w), ("z", self.z))}
         self.xa, self.xb = cuda.Buffer(R * c * 4), cuda.Buffer(R * c * 4)
         self.out = self.xb if n % 2 else self.xa  # where the last call writes
+        self.budget = budget
         self.capturable = all(eng.exact(p) for p in profiles.values()) and budget.take(n)
-        self.own = []  # the loop's own contexts, one per call (only when capturable)
+        self.taken = n if self.capturable else 0  # what close() gives back to the budget
+        self.own = []  # the loop's own contexts, one per call (only when capturable), bound at run 1
         self.graph = None
-        self.runs = 0
 
     # ---- host side
 
@@ -105,8 +113,9 @@ class HeadLoop:
 
     # ---- device side
 
-    def _enqueue(self, contexts) -> None:
-        """Enqueue every call of the loop on the stream (eagerly, or into a capture); contexts[j] runs call j."""
+    def _enqueue(self, contexts, bind: bool = True) -> None:
+        """Enqueue every call of the loop on the stream (eagerly, or into a capture); contexts[j] runs call j.
+        bind=False: the contexts' shapes and addresses are set already (the loop's own, during capture)."""
         eng = self.eng
         ptr = {k: b.ptr for k, b in self.dev.items()}
         src, dst = self.xa, self.xb
@@ -116,8 +125,9 @@ class HeadLoop:
             at = {"x": src.ptr, "t": ptr["t"] + j * self.t_stride, "z": ptr["z"] + self.z_offset[r],
                   "coef": ptr["coef"] + j * self.coef_stride, "cfg_weight": ptr["w"],
                   "noise": ptr["noise"] + j * self.noise_stride}
-            eng.set_shapes(ctx, {n: s[n] for n in eng.inputs})
-            eng.set_addresses(ctx, {**{n: at[n] for n in eng.inputs}, eng.outputs[0]: dst.ptr})
+            if bind:
+                eng.set_shapes(ctx, {n: s[n] for n in eng.inputs})
+                eng.set_addresses(ctx, {**{n: at[n] for n in eng.inputs}, eng.outputs[0]: dst.ptr})
             eng.enqueue(ctx, self.stream)
             src, dst = dst, src
 
@@ -125,30 +135,37 @@ class HeadLoop:
         return [self.eng.context(self.profiles[r], self.scratch, self.stream) for r in self.rows]
 
     def _capture(self) -> bool:
-        """Record the loop on its own contexts into a CUDA graph; False (and never again) when that fails."""
+        """Record the loop on its own contexts into a CUDA graph; False (and never again) when that fails.
+        The capture is ended whatever happens inside it: a stream left capturing fails every later call."""
+        graph, error = None, None
         self.stream.begin_capture()
         try:
-            self._enqueue(self.own)
-        except (EngineError, CudaError) as e:
+            self._enqueue(self.own, bind=False)
+        except Exception as e:  # noqa: BLE001 - anything; the eager run reports errors in gtr's types
+            error = e
+        finally:
             try:
-                self.stream.end_capture().close()
-            except CudaError:
-                pass  # the capture was invalidated; ending it is all that was needed
-            self._give_up(f"capture failed ({e})")
+                graph = self.stream.end_capture()
+            except CudaError as e:
+                error = error or e
+        if error is not None:
+            if graph is not None:
+                graph.close()
+            self._give_up(f"capture failed ({first_line(error)})")
             return False
-        try:
-            self.graph = self.stream.end_capture()
-        except CudaError as e:
-            self._give_up(f"capture failed ({e})")
-            return False
+        self.graph = graph
         return True
 
     def _give_up(self, why: str) -> None:
         if self.graph is not None:
-            self.graph.close()
-            self.graph = None
+            graph, self.graph = self.graph, None
+            try:
+                graph.close()
+            except CudaError:
+                pass
         self.capturable = False
         self.own = []
+        self._give_back()
         self.log(f"note: the TensorRT head loop of {len(self.rows)} calls runs without a CUDA graph: {why}")
 
     def run(self, x, z, calls, cfg_weight, step_noise) -> np.ndarray:
@@ -157,22 +174,29 @@ class HeadLoop:
         for k in ("t", "coef", "noise", "w", "z"):
             self.stream.upload(self.dev[k].ptr, getattr(self, k))
         self._upload_x(x0)
-        self.runs += 1
         if self.graph is not None:  # checked on its first replay: replay from now on
             self.graph.launch(self.stream)
             return self._result()
         if not self.capturable:
             self._enqueue(self._shared())
             return self._result()
-        if self.runs == 1:  # warm-up of the loop's own contexts, eagerly, outside any capture
-            self.own = [self.eng.new_context(self.profiles[r], self.scratch, self.stream) for r in self.rows]
-            self._enqueue(self.own)
-            return self._result()
+        if not self.own:  # warm-up of the loop's own contexts, eagerly, outside any capture; binds them
+            own = [self.eng.new_context(self.profiles[r], self.scratch, self.stream) for r in self.rows]
+            self._enqueue(own)
+            out = self._result()
+            self.own = own  # kept only once every one was made and ran
+            return out
         if not self._capture():
             self._enqueue(self._shared())
             return self._result()
-        self.graph.launch(self.stream)
-        replayed = self._result()
+        try:
+            self.graph.launch(self.stream)
+            replayed = self._result()
+        except (EngineError, CudaError) as e:
+            self._give_up(f"its first replay failed ({first_line(e)})")
+            self._upload_x(x0)
+            self._enqueue(self._shared())
+            return self._result()
         self._upload_x(x0)
         self._enqueue(self._shared())
         eager = self._result()
@@ -181,10 +205,15 @@ class HeadLoop:
             self._give_up(f"its first replay differs from the eager run (max |diff| {diff:.3g})")
         return eager
 
+    def _give_back(self) -> None:
+        self.budget.give(self.taken)
+        self.taken = 0
+
     def close(self) -> None:
         if self.graph is not None:
             self.graph.close()
             self.graph = None
         self.own = []  # contexts go before the memory they use
+        self._give_back()
         for b in (*self.dev.values(), self.xa, self.xb):
             b.free()
