@@ -135,10 +135,11 @@ def environment(folder: Path) -> dict:
     return env
 
 
-def run(folder: Path, args, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+def run(folder: Path, args, timeout: float = 300, env_extra: dict | None = None, **kw) -> subprocess.CompletedProcess:
     """`python ARGS...` of this environment with the set's packages (see `environment`), from the checkout."""
-    return subprocess.run([sys.executable, *map(str, args)], env=environment(folder), cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, **kw)
+    env = {**environment(folder), **(env_extra or {})}
+    return subprocess.run([sys.executable, *map(str, args)], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, **kw)
 
 
 def require(name: str) -> Path:
@@ -146,4 +147,5 @@ def require(name: str) -> Path:
     try:
         return prepare(name)
     except Unavailable as e:
-        pytest.skip(f"real {name} packages not installable here: {e}")
+        pytest.skip(f"real {name} packages (TensorRT, cuda-python, onnxruntime-gpu) not installable from the "
+                    f"package index here: {e}")

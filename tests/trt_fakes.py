@@ -316,7 +316,7 @@ def fake_tensorrt(rt: FakeCudart, version: str = "10.8.0.43", late_binding: bool
     trt.engines = []
     trt.TensorIOMode = _Enum(INPUT="INPUT", OUTPUT="OUTPUT")
     trt.ExecutionContextAllocationStrategy = _Enum(USER_MANAGED="USER_MANAGED", STATIC="STATIC")
-    trt.BuilderFlag = _Enum(TF32="TF32", FP16="FP16")
+    trt.BuilderFlag = _Enum(TF32="TF32")
     trt.NetworkDefinitionCreationFlag = _Enum(STRONGLY_TYPED=1)
     trt.MemoryPoolType = _Enum(WORKSPACE="WORKSPACE")
 

@@ -52,6 +52,12 @@ def _chain(node) -> tuple[str | None, list[str]]:
     return root, names
 
 
+def _positional(args) -> int:
+    """How many positional arguments a call passes; -1 - the fixed ones where a *starred one may add more."""
+    fixed = sum(not isinstance(a, ast.Starred) for a in args)
+    return -1 - fixed if len(args) > fixed else fixed
+
+
 class Uses:
     """What a source uses: module chains, (class, attribute) pairs, calls, typed assignments."""
 
@@ -84,11 +90,11 @@ class Uses:
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 recv = _root(node.func.value)
                 if recv in RECEIVERS:
-                    self.calls.append((RECEIVERS[recv], node.func.attr, len(node.args),
+                    self.calls.append((RECEIVERS[recv], node.func.attr, _positional(node.args),
                                        tuple(k.arg for k in node.keywords), f"{where}:{node.lineno}"))
                 root, names = _chain(node.func)
                 if root in TRT_ROOTS and len(names) == 1:  # trt.Class(...): its constructor
-                    self.calls.append((names[0], "__init__", len(node.args), tuple(k.arg for k in node.keywords),
+                    self.calls.append((names[0], "__init__", _positional(node.args), tuple(k.arg for k in node.keywords),
                                        f"{where}:{node.lineno}"))
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
                     and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Attribute):
@@ -111,7 +117,7 @@ class Uses:
         if func == "_call" and len(args) >= 2 and isinstance(args[1], ast.Attribute):
             recv = _root(args[1].value)
             if recv in RECEIVERS:
-                self.calls.append((RECEIVERS[recv], args[1].attr, len(args) - 2,
+                self.calls.append((RECEIVERS[recv], args[1].attr, _positional(args[2:]),
                                    tuple(k.arg for k in node.keywords), f"{where}:{node.lineno}"))
 
     def scan_files(self, files) -> "Uses":
@@ -154,6 +160,8 @@ def signatures(obj) -> list[tuple[list[tuple[str, bool]], str]]:
 
 def call_fits(params, n_positional: int, keywords) -> bool:
     names = [p for p, _ in params]
+    if n_positional < 0:  # f(a, *rest): only a lower bound is known
+        return -1 - n_positional <= len(params)
     if n_positional > len(params) or any(k not in names[n_positional:] for k in keywords if k):
         return False
     given = set(names[:n_positional]) | set(keywords)

@@ -1,0 +1,16 @@
+"""gtr's TensorRT and CUDA code against the real packages, without a GPU: tests/real_gpu/check_tensorrt.py
+runs in each real set of tests/real_gpu_packages.py (TensorRT 10.1 + cuda-python 12.9, TensorRT 11.4 +
+cuda-python 13), in a subprocess with that set first on the path. The first run installs the sets
+from the package index (about a minute); later runs reuse them."""
+import pytest
+
+from real_gpu_packages import TENSORRT_SETS, require, run
+
+
+@pytest.mark.parametrize("name", TENSORRT_SETS)
+def test_tensorrt_and_cuda_code_against_the_real_packages(name):
+    folder = require(name)
+    r = run(folder, ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/real_gpu/check_tensorrt.py"],
+            env_extra={"GTR_REAL_SET": name})
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout and "skipped" not in r.stdout and "failed" not in r.stdout, r.stdout[-2000:]
