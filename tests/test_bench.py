@@ -1,13 +1,15 @@
 """gtr-bench: runs on a tiny model in seconds; its JSON holds what the README's tables are made of."""
 import importlib.util
 import json
-from pathlib import Path
+import os
 
 import pytest
 
 from cli_helpers import one_line_error, run
 
-ANCHOR = Path(__file__).resolve().parents[1].parent / "shared/anchors/official_mar"
+from gtr.bench.official import ENV as OFFICIAL_ENV, TIMM_HINT
+
+OFFICIAL = os.environ.get(OFFICIAL_ENV)  # a checkout of LTH14/mar, to time the official sampler against
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +72,21 @@ def test_bench_bundles_tokens_only(tmp_path, tiny_bundle, models, plans):
     assert all(row["split_s_per_image"]["decode"] == 0 and "speedup_tokens" not in row for row in record["rows"])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("timm") is None or not (ANCHOR / "models/mar.py").is_file(),
-                    reason="the official MAR code needs timm 0.9.12 (pip install --no-deps timm==0.9.12 "
-                           "huggingface_hub safetensors pyyaml) and ../shared/anchors/official_mar")
-def test_bench_official_sampler(tmp_path, fixtures_dir, one_torch_thread):
+@pytest.fixture
+def official_checkout():
+    if not OFFICIAL:
+        pytest.skip(f"set {OFFICIAL_ENV} to a checkout of LTH14/mar to time the official sampler")
+    if importlib.util.find_spec("timm") is None:
+        pytest.skip(f"timm is not installed; the official MAR code imports it ({TIMM_HINT})")
+    return OFFICIAL
+
+
+def test_bench_official_sampler(tmp_path, fixtures_dir, official_checkout, one_torch_thread):
     out = tmp_path / "o"
     r = run("bench", "--model", "mar-test", "--checkpoint", fixtures_dir / "mar_small.pth", "--vae",
             fixtures_dir / "kl16_small.ckpt", "--plan", "mar-4", "--cfg", "3", "--backend", "onnxruntime",
-            "--official", ANCHOR, "--batch", "1", "--rounds", "1", "--warmup", "0", "--threads", "1", "--tokens-only",
-            "-o", out)
+            "--official", official_checkout, "--batch", "1", "--rounds", "1", "--warmup", "0", "--threads", "1",
+            "--tokens-only", "-o", out)
     assert r.exit_code == 0, r.output
     record, rows = _rows(out)
     official = rows[("official", "mar-4", 1)]

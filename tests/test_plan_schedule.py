@@ -6,11 +6,8 @@ import pytest
 
 from gtr.plan import COEF_NAMES, cosine_betas, respace_timesteps, spaced_schedule, step_table
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official_mar"
-if not FIXTURES.exists():
-    FIXTURES = Path("/work/shared/fixtures/official_mar")
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "official_mar"
 IO = FIXTURES / "mar_small_io.npz"
-needs_fixture = pytest.mark.skipif(not IO.exists(), reason="official_mar fixture missing")
 
 SCHED_FIELDS = ("betas", "alphas_cumprod", "alphas_cumprod_prev", "posterior_variance",
                 "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2",
@@ -29,12 +26,10 @@ def _ints(text):
 
 # ---- against the official objects
 
-@needs_fixture
 def test_base_betas_match_official(io):
     np.testing.assert_allclose(cosine_betas(1000), io["sched_1000_betas"], rtol=1e-12, atol=0)
 
 
-@needs_fixture
 @pytest.mark.parametrize("R", [100, 50, 25, 20, 250])
 def test_spaced_schedule_matches_official(io, R):
     s = spaced_schedule(R)
@@ -47,7 +42,6 @@ def test_spaced_schedule_matches_official(io, R):
     np.testing.assert_allclose(s.log_betas, np.log(io[f"sched_{R}_betas"]), rtol=1e-12, atol=0)
 
 
-@needs_fixture
 @pytest.mark.parametrize("R", [100, 50])
 def test_step_table_reproduces_official_p_sample(io, R):
     """The float32 table columns, used as the head step uses them, give the official step outputs."""

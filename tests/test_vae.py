@@ -8,11 +8,8 @@ import torch
 from gtr.configs import VAEConfig
 from gtr.models.vae import AutoencoderKL, split_vae_state_dict
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official_mar"
-if not FIXTURES.exists():
-    FIXTURES = Path("/work/shared/fixtures/official_mar")
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "official_mar"
 CKPT, IO = FIXTURES / "kl16_small.ckpt", FIXTURES / "kl16_small_io.npz"
-needs_fixture = pytest.mark.skipif(not (CKPT.exists() and IO.exists()), reason="official_mar fixture missing")
 
 DEC_PREFIXES = ("decoder.", "post_quant_conv.")
 
@@ -82,7 +79,6 @@ def official():
     return ckpt, {k: io[k] for k in io.files}
 
 
-@needs_fixture
 def test_small_checkpoint_parity(official):
     ckpt, io = official
     assert int(io["vae_ch"]) == 32 and tuple(io["vae_ch_mult"]) == (1, 1, 2, 2, 4)
@@ -99,7 +95,6 @@ def test_small_checkpoint_parity(official):
         np.testing.assert_allclose(got.numpy(), io[name], rtol=0, atol=2e-5, err_msg=name)
 
 
-@needs_fixture
 def test_decoder_only_loads_full_checkpoint(official):
     ckpt, io = official
     model = AutoencoderKL(VAEConfig(ch=32), with_encoder=False).eval()
@@ -113,7 +108,6 @@ def test_decoder_only_loads_full_checkpoint(official):
     np.testing.assert_allclose(decoded.numpy(), io["decoded"][:1], rtol=0, atol=1e-4)
 
 
-@needs_fixture
 def test_token_layout(official):
     ckpt, io = official
     model = AutoencoderKL(VAEConfig(ch=32)).eval()
