@@ -243,10 +243,9 @@ def _transfer(d: Download, progress: bool, retried: bool = False) -> None:
                 raise DownloadError(f"{d.name}: {d.url} sent a web page instead of the file; nothing was kept")
             raise DownloadError(f"{d.name}: {d.url} offers {total:,} bytes, the official {d.dest.name} is "
                                 f"{about(d.name)}: not the file (a wrong link or mirror?); nothing was kept")
-        from tqdm import tqdm
+        from gtr.runtime.progress import progress_bar
         with open(d.part, "ab" if start else "wb") as f, \
-                tqdm(total=total, initial=start, desc=d.name, unit="B", unit_scale=True, unit_divisor=1024,
-                     leave=False, disable=None if progress else True) as bar:
+                progress_bar(total, d.name, "B", enabled=progress, initial=start, every=10.0) as bar:
             first, interrupted = True, False
             while True:
                 try:

@@ -121,6 +121,7 @@ def test_dry_run_prints_official_urls_and_destinations(monkeypatch, tmp_path):
 def test_download_records_and_verifies_sha256(server, tmp_path):
     r = run("download", "mar-b")
     assert r.exit_code == 0, r.output
+    assert "kl16: 0.1/0.1 MiB (" in r.output and "\r" not in r.output  # not a terminal: progress lines
     assert home_files(tmp_path) == ["kl16.ckpt", "kl16.ckpt.sha256", "mar-b/checkpoint-last.pth",
                                     "mar-b/checkpoint-last.pth.sha256"]
     for rel, data in (("mar-b/checkpoint-last.pth", FILES["/mar-b/checkpoint-last.pth"]), ("kl16.ckpt", FILES["/kl16.ckpt"])):

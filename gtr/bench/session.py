@@ -134,12 +134,12 @@ class BenchSession:
         return None
 
     def run(self, batches, rounds, warmup, classes, seed) -> dict:
-        from tqdm import tqdm
+        from gtr.runtime.progress import progress_bar
         probe = matmul_probe(self.threads)
         self.echo(f"matmul probe ({probe['engine']} {probe['n']}x{probe['n']}, {self.threads} threads): "
                   f"{probe['gflops']:.0f} GFLOP/s")
         total = len(batches) * len(self.entries) * (rounds + warmup)
-        with tqdm(total=total, desc="bench", unit="run", leave=False, disable=None) as bar:  # no bar when not a TTY
+        with progress_bar(total, "bench", "run") as bar:  # a bar on a terminal, one line per run elsewhere
             measure(self.entries, batches, rounds, classes, self.config, seed, warmup, progress=bar.update)
         base = self.baseline()
         rows = summarize(self.entries, self.config, probe, base)
