@@ -1,7 +1,10 @@
-"""One-way layers (design.md): no import cycles, nothing below the command line imports it, and the
-Python API raises only the project's own error types, never click's."""
+"""One-way layers (docs/architecture.md): the import-linter contracts in pyproject.toml hold, every module
+has a layer, the contracts catch a violation; nothing below the command line imports it, and the Python
+API raises only the project's own error types, never click's."""
+import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import click
@@ -12,14 +15,47 @@ from gtr.errors import (BundleError, CheckpointError, ConfigError, DeviceError, 
                         UnknownPlanError)
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOL = ROOT.parent / "shared" / "tools" / "import_layers.py"
+CONFIG = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
 
 
-@pytest.mark.skipif(not TOOL.is_file(), reason=f"the layer checker is not at {TOOL}")
-def test_imports_run_one_way():
-    r = subprocess.run([sys.executable, str(TOOL), "gtr"], cwd=ROOT, capture_output=True, text=True)
+def _lint_imports(cwd: Path) -> subprocess.CompletedProcess:
+    pytest.importorskip("importlinter", reason="import-linter is not installed (pip install -e '.[dev]')")
+    tool = Path(sys.executable).with_name("lint-imports")
+    return subprocess.run([str(tool), "--no-cache"], cwd=cwd, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(cwd), "PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"})
+
+
+def test_import_contracts_hold():
+    r = _lint_imports(ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "0 cycles" in r.stdout and "0 facade imports" in r.stdout and "0 upward imports" in r.stdout, r.stdout
+    assert f"Contracts: {len(CONFIG['contracts'])} kept, 0 broken." in r.stdout, r.stdout
+
+
+def test_every_module_has_a_layer():
+    layers = next(c["layers"] for c in CONFIG["contracts"] if c["type"] == "layers")
+    placed = {name.strip() for layer in layers for name in layer.replace("|", ":").split(":")}
+    top = {f"gtr.{p.stem}" for p in (ROOT / "gtr").glob("*.py") if p.name != "__init__.py"}
+    top |= {f"gtr.{p.parent.name}" for p in (ROOT / "gtr").glob("*/__init__.py")}
+    assert top - placed == set(), "modules the layers contract does not place (pyproject.toml)"
+    assert placed - top == set(), "layers name modules that do not exist"
+
+
+def test_contracts_catch_violations(tmp_path):
+    """A copy of the package with one violation per contract: lint-imports names each broken contract."""
+    shutil.copytree(ROOT / "gtr", tmp_path / "gtr", ignore=shutil.ignore_patterns("assets", "__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    violations = {"runtime/bundle.py": "import gtr.commands.run",  # upward: runtime -> commands
+                  "plan/plan.py": "import torch",  # torch in the vocabulary
+                  "errors.py": "import gtr",  # the facade from inside
+                  "plan/fts.py": "import gtr.plan.builders"}  # a cycle: builders imports fts
+    for rel, line in violations.items():
+        path = tmp_path / "gtr" / rel
+        path.write_text(path.read_text() + f"\n\ndef _violation():\n    {line}\n")
+    r = _lint_imports(tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"Contracts: 0 kept, {len(CONFIG['contracts'])} broken." in r.stdout, r.stdout
+    assert "gtr.runtime.bundle -> gtr.commands.run" in r.stdout and "gtr.plan.plan -> torch" in r.stdout
+    assert "No cycles are allowed in gtr.plan" in r.stdout and "gtr.errors is not allowed to import gtr" in r.stdout
 
 
 def test_cli_exports_only_the_group():
