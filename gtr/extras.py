@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 from importlib import metadata
+from pathlib import Path
 from gtr.errors import MissingExtra  # noqa: F401  (re-exported: defined with the other error types)
 
 # The torch the project is tested with; installed before the extras so pip does not choose a torch itself.
@@ -43,14 +44,18 @@ def installed(module: str) -> bool:
 
 
 def ort_builds() -> list[str]:
-    """The onnxruntime distributions installed here (more than one means they overwrote each other)."""
+    """The onnxruntime distributions installed beside the `onnxruntime` module that imports (more than
+    one means they overwrote each other; one in another folder of the path is shadowed, not mixed in)."""
+    spec = importlib.util.find_spec("onnxruntime") if installed("onnxruntime") else None
+    home = Path(spec.origin).resolve().parents[1] if spec is not None and spec.origin else None
     found = []
     for name in ORT_BUILDS:
         try:
-            metadata.distribution(name)
+            dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
             continue
-        found.append(name)
+        if home is None or Path(dist.locate_file("")).resolve() == home:
+            found.append(name)
     return found
 
 

@@ -34,7 +34,7 @@ def _onnx(bundle, device: str, threads):
     from gtr.runtime.providers import providers
     chosen = providers(device)  # first: says in one line when onnxruntime is not installed
     from gtr.runtime.onnx_backend import OnnxComponents
-    return OnnxComponents(bundle, providers=chosen, threads=threads)
+    return OnnxComponents(bundle, providers=chosen, threads=threads, require_cuda=device == "cuda")
 
 
 def make_components(bundle, backend: str = "auto", device: str = "auto", threads: int | None = None,

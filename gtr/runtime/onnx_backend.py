@@ -24,16 +24,22 @@ round differently, so the same request gives the same bits on any machine with t
 
 The device comes from each session's own providers (`session.get_providers()`), not from the ones
 asked for: onnxruntime falls back to the CPU when CUDA cannot start (missing libraries, no GPU), and
-then binding CUDA buffers would fail. Such a fallback is reported in one line (on stderr by default).
+then binding CUDA buffers would fail. Such a fallback is reported in one line (on stderr by default),
+and is a DeviceError when CUDA is required (--device cuda). onnxruntime's own log lines about it (two
+coloured blocks per session) are silenced while a session with the CUDA provider is created: its
+default logger is set to "fatal only" and back to onnxruntime's default (warning) afterwards
+(SessionOptions.log_severity_level does not reach them).
 """
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
 
+from gtr.errors import DeviceError
 from gtr.runtime.bundle import Bundle, BundleError, read_bundle
 from gtr.runtime.head_inputs import blocks, head_graph, nocfg_on_cfg_graph
 from gtr.runtime.notes import stderr_line
@@ -44,6 +50,9 @@ CUDA = "CUDAExecutionProvider"
 SHARD_MAX_BYTES = 16 * 2**20  # graphs with weights up to this size run as row shards on the CPU (OnnxComponents)
 BACKBONE_ROWS = 4  # rows per backbone call when sharded (benchmarks/calls_cpu.py; README, Speed)
 CPU_SHARDS = 4  # row shards per sharded call: fixed, so the cut (and the bits) never depend on threads
+ORT_DEFAULT_SEVERITY = 2  # onnxruntime's default logger level (warning), restored after a CUDA session is made
+ORT_FATAL_ONLY = 4
+_LOGGER_LOCK = threading.Lock()  # the default logger is process-wide: one session creation at a time changes it
 
 
 def default_providers() -> list[str]:
@@ -70,17 +79,27 @@ def make_session(proto, external: dict, providers=None, threads: int | None = No
         names = list(external)
         bufs = [np.frombuffer(external[n], dtype=np.uint8) for n in names]
         so.add_external_initializers_from_files_in_memory(names, bufs, [b.nbytes for b in bufs])
-    return ort.InferenceSession(bytes(proto), so, providers=list(providers or default_providers()))
+    providers = list(providers or default_providers())
+    if CUDA not in providers:
+        return ort.InferenceSession(bytes(proto), so, providers=providers)
+    with _LOGGER_LOCK:
+        ort.set_default_logger_severity(ORT_FATAL_ONLY)  # a CUDA provider that cannot start logs two blocks
+        try:
+            return ort.InferenceSession(bytes(proto), so, providers=providers)
+        finally:
+            ort.set_default_logger_severity(ORT_DEFAULT_SEVERITY)
 
 
 class OnnxComponents:
     """Sampler components on onnxruntime for a bundle (a `Bundle` or a path).
 
     `providers` are the ones asked for (default: CUDA when onnxruntime has it, then CPU); `log` gets
-    the one-line note when a session does not run on CUDA although CUDA was asked for.
+    the one-line note when a session does not run on CUDA although CUDA was asked for; with
+    `require_cuda` that is a DeviceError instead.
     """
 
-    def __init__(self, bundle, providers=None, threads: int | None = None, log=stderr_line):
+    def __init__(self, bundle, providers=None, threads: int | None = None, log=stderr_line,
+                 require_cuda: bool = False):
         if isinstance(bundle, (str, os.PathLike)):
             bundle = read_bundle(bundle)
         if not isinstance(bundle, Bundle):
@@ -89,6 +108,7 @@ class OnnxComponents:
         self.config = bundle.config
         self.providers = list(providers or default_providers())  # as asked for
         self.threads = threads
+        self.require_cuda = require_cuda
         # On the CPU, a graph whose weights stay in cache runs as row shards on single-threaded sessions,
         # one shard per thread at once (rows are independent: backbone rows, head rows through the whole
         # loop); one thread per shard beats several threads on one small GEMM (README, gtr-bench). Each
@@ -140,14 +160,25 @@ class OnnxComponents:
                               f"{str(e).strip().splitlines()[0]}") from None
         used = s.get_providers()
         self._device[name] = "cuda" if used and used[0] == CUDA else "cpu"
-        if CUDA in self.providers and self._device[name] == "cpu" and not self._fallback_reported:
-            self._fallback_reported = True
-            self.log(f"note: CUDA was asked for, but onnxruntime runs the {name!r} graph on "
-                     f"{', '.join(used) or 'no provider'}; running on the CPU (onnxruntime-gpu needs a driver and "
-                     f"CUDA/cuDNN libraries of its own CUDA version: docs/tensorrt.md, Install)")
+        if CUDA in self.providers and self._device[name] == "cpu":
+            self._cuda_fallback(name)
         self._sessions[name] = s
         self._inputs[name] = tuple(i.name for i in s.get_inputs())
         return s
+
+    def _cuda_fallback(self, name: str) -> None:
+        """A session fell back to the CPU although CUDA was asked for: DeviceError when CUDA is required,
+        else one note for the whole bundle."""
+        if not self.require_cuda and self._fallback_reported:
+            return
+        from gtr.runtime.providers import cuda_provider_problem
+        why = (f"onnxruntime {ort.__version__} cannot start its CUDA provider ({cuda_provider_problem(ort)}); "
+               f"onnxruntime-gpu needs an NVIDIA driver and the CUDA/cuDNN libraries of its own CUDA version "
+               f"(docs/tensorrt.md, Install)")
+        if self.require_cuda:
+            raise DeviceError(f"device cuda: {why}")
+        self._fallback_reported = True
+        self.log(f"note: {why}; running on the CPU")
 
     def prepare(self, plan=None) -> None:
         """Create the sessions a plan needs now (sampling creates them on first use otherwise)."""

@@ -1,7 +1,10 @@
-"""Which onnxruntime execution providers a device name means (auto | cpu | cuda), for this install."""
+"""Which onnxruntime execution providers a device name means (auto | cpu | cuda), for this install, and
+why onnxruntime-gpu's CUDA provider did not start where it did not."""
 from __future__ import annotations
 
+import ctypes
 import sys
+from pathlib import Path
 
 from gtr.errors import DeviceError
 
@@ -31,3 +34,17 @@ def providers(device: str) -> list[str]:
     if clash:
         print(f"note: {clash}", file=sys.stderr)
     return ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+
+
+def cuda_provider_problem(ort) -> str:
+    """Why onnxruntime's CUDA provider did not start, in a few words: the library it cannot load (e.g.
+    "libcublasLt.so.13: cannot open shared object file"), else no usable GPU and driver. Asked only after
+    a session fell back to the CPU: onnxruntime's own log lines, which say it, are silenced."""
+    lib = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
+    if lib.is_file():
+        try:
+            ctypes.CDLL(str(lib), mode=getattr(ctypes, "RTLD_LOCAL", 0))
+        except OSError as e:
+            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return text.split(": No such file")[0]
+    return "no usable NVIDIA GPU and driver"
