@@ -11,19 +11,20 @@ test: $(VENV)/.installed
 
 install: $(VENV)/.installed
 
-# The pinned CPU build of torch goes in first, so nothing pulls a multi-GB CUDA build.
+# The pinned CPU build of torch goes in first, so nothing pulls a multi-GB CUDA build. timm (for
+# gtr-bench --official: the official MAR code, timed in tests/test_bench.py) goes in last, without its
+# dependencies: they would replace the CPU torch, and torchvision, which timm imports but the MAR code never
+# uses, is stood in for by gtr.bench.official. --no-deps also skips pip's dependency check, and a re-run
+# removes timm first, so no install reports its missing torchvision. (gtr is the distribution's old name.)
+# Ray is for tests/test_scale_ray.py (the scale extra); where it cannot be installed that test skips.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip uninstall --quiet -y gtr timm 2>/dev/null || true
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip uninstall --quiet -y gtr 2>/dev/null || true  # the project's distribution was called gtr before gtr-mar
-	$(BIN)/pip install --quiet -e '.[dev]'
-	# For gtr-bench --official (the official MAR code, timed in tests/test_bench.py): timm without its
-	# dependencies, which would replace the CPU torch; its checkout's sitecustomize.py stands in for torchvision.
-	$(BIN)/pip install --quiet --no-deps timm==0.9.12
-	$(BIN)/pip install --quiet huggingface_hub pyyaml
-	# Ray for tests/test_scale_ray.py (the scale extra); where it cannot be installed that test skips.
+	$(BIN)/pip install --quiet -e '.[dev]' huggingface_hub pyyaml
 	$(BIN)/pip install --quiet 'ray>=2.9' || echo "note: Ray not installable here; tests/test_scale_ray.py will skip"
+	$(BIN)/pip install --quiet --no-deps timm==0.9.12
 	touch $@
 
 # Quickstart: export the shipped mar-tiny with the GtR plan (default) and the mar-64 baseline, draw a 3,
