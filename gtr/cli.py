@@ -14,6 +14,7 @@ from gtr.commands.bench import bench_cmd
 from gtr.commands.build import build_cmd
 from gtr.commands.check import check_cmd
 from gtr.commands.download import download_cmd
+from gtr.commands.errors import debug_option
 from gtr.commands.eval import eval_cmd
 from gtr.commands.export import export_cmd
 from gtr.commands.inspect import inspect_cmd
@@ -26,6 +27,7 @@ __all__ = ["main"]
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gtr")  # the distribution is gtr-mar; the commands stay gtr
+@debug_option
 def main():
     """gtr: deploy MAR image generators with GtR two-stage sampling.
 

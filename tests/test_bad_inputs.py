@@ -2,6 +2,7 @@
 policy (gtr.commands.errors): 1 expected failure, 2 bad option, 130 interrupted, 141 closed pipe."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -114,7 +115,7 @@ def test_conflicting_and_impossible_options(bundle, tmp_path):
     line = one_line_error(run("plan", "show", plan))
     assert "steps[0] must be an object" in line
     t0 = time.perf_counter()
-    r = run("run", bundle, "-c", 3, "-n", 1_000_000_000_000, "--grid", "-o", tmp_path / "x.png")
+    r = run("run", bundle, "-c", 3, "-n", 5000, "--grid", "-o", tmp_path / "x.png")
     assert "too big for one PNG" in one_line_error(r) and time.perf_counter() - t0 < 30
 
 
@@ -180,3 +181,108 @@ def test_sigterm_removes_temp_files_and_exits_143(bundle, tmp_path):
     assert p.returncode == 143
     assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
     assert Path(out / "gtr-run.json").is_file()
+
+
+# ---- numbers without bounds, damaged run records, outputs that cannot be made, plan versions
+
+def quick_refusal(*args, code=2):
+    """The command refuses at once: exit `code`, one line, within seconds; returns the line."""
+    t0 = time.perf_counter()
+    r = run(*args)
+    line = one_line_error(r)
+    assert r.exit_code == code and time.perf_counter() - t0 < 10, (args, r.output)
+    return line
+
+
+def test_huge_counts_are_refused_by_their_bounds(bundle, tmp_path):
+    out = tmp_path / "D"
+    for extra in ((), ("--shard", "0/2")):
+        line = quick_refusal("run", bundle, "-c", 3, "-n", "99999999999999999999", "--outdir", out, *extra)
+        assert "'--num-images' / '-n'" in line and "an integer in 1..1000000000" in line
+    assert "N must be an integer in 1..1000000" in quick_refusal("run", bundle, "-c", 3, "--outdir", out,
+                                                                 "--shard", f"0/{10 ** 20}")
+    line = quick_refusal("export", "--model", "mar-tiny", "--precision", "int8", "--calib-classes", "0-999999999999")
+    assert "--calib-classes" in line and "2147483647" in line
+    line = quick_refusal("export", "--model", "mar-tiny", "--precision", "int8", "--calib-classes", "0-999999")
+    assert "more than 100,000 classes" in line
+    for cmd in (("run", bundle, "-c", 1), ("check", bundle), ("eval", "--bundle", bundle), ("serve", bundle),
+                ("bench", bundle)):
+        assert "1..1024" in quick_refusal(*cmd, "--threads", 100000)
+    assert not out.exists() and os.listdir(tmp_path) == []
+
+
+def test_floats_that_are_not_numbers_are_refused(bundle):
+    for option in ("--max-wait-ms", "--timeout", "--read-timeout"):
+        for value in ("nan", "inf", "-inf"):
+            assert option in quick_refusal("serve", bundle, option, value)
+    for option in ("--cfg", "--temperature"):
+        assert "'nan' is not a number in" in quick_refusal("run", bundle, "-c", 1, option, "nan")
+    assert "--fts-beta" in quick_refusal("plan", "show", "gtr", "--fts-beta", "nan")
+
+
+def test_server_limits_from_python_are_checked_too(bundle):
+    pytest.importorskip("fastapi")
+    from serve_stub import StubPipe
+
+    from gtr.inputs import InputError
+    from gtr.serve import create_app
+    for kwargs, words in ((dict(max_wait_ms=float("nan")), "max_wait_ms must be a number in [0, 60000]"),
+                          (dict(timeout_s=float("inf")), "timeout_s"), (dict(queue=0), "queue"),
+                          (dict(read_timeout_s=0), "read_timeout_s")):
+        with pytest.raises(InputError, match=re.escape(words)):
+            create_app(StubPipe(), warmup=False, **kwargs)
+
+
+@pytest.mark.parametrize("content", [os.urandom(64), b'{"bundle": "abc", "se', b"[1, 2]", b'{"other": 1}',
+                                     b'{"seed": NaN}', "{\"seed\": \"\u00e9\"}".encode("latin-1")])
+def test_a_damaged_run_record_is_an_error_that_names_it(bundle, tmp_path, content):
+    out = tmp_path / "D"
+    out.mkdir()
+    (out / "gtr-run.json").write_bytes(content)
+    line = quick_refusal("run", bundle, "-c", 3, "--outdir", out, code=1)
+    assert f"{out / 'gtr-run.json'}: " in line and "remove it, or use another folder" in line
+    assert (out / "gtr-run.json").read_bytes() == content and os.listdir(out) == ["gtr-run.json"]
+
+
+def test_output_folders_that_cannot_be_made_fail_before_sampling(bundle, tmp_path, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the bundle was loaded before the outputs were checked")
+    monkeypatch.setattr("gtr.pipeline.Pipeline.__init__", no_work)
+    long = "a" * 300  # longer than a file name may be (255 bytes on Linux filesystems)
+    for args in (("-o", tmp_path / "sub" / long / "x.png"), ("--outdir", tmp_path / "sub" / long / "d"),
+                 ("--outdir", tmp_path / "sub" / "d" / long), ("-o", tmp_path / "sub" / f"{long}.png")):
+        line = quick_refusal("run", bundle, "-c", 1, *args, code=1)
+        assert "cannot write" in line and "File name too long" in line, line
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_version_1_plan_with_version_2_fields_is_refused(tmp_path):
+    plan = json.loads(gtr.plan.build_plan("mar-8", (16, 16), cfg=3.0, cache_every=3).to_json())
+    assert plan["version"] == 2 and any("cond" in s for s in plan["steps"])
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({**plan, "version": 1}))
+    assert "plan version 1 has no 'cond' field" in quick_refusal("plan", "show", path, code=1)
+    path.write_text(json.dumps(plan))
+    assert run("plan", "show", path).exit_code == 0
+    path.write_bytes(b"\xff\xfe garbage")
+    line = quick_refusal("plan", "show", path, code=1)
+    assert f"plan file {path}: not a text file" in line
+
+
+def test_python_names_are_written_as_flags_in_errors():
+    line = quick_refusal("plan", "show", "gtr", "--gtr-steps", "1,2", code=1)
+    assert "--gtr-steps" in line and "--stages" in line and "stage_steps" not in line and "num_stages" not in line
+
+
+def test_every_command_offers_debug_and_run_names_its_default_output():
+    from gtr.cli import main
+    groups = [((), main)]
+    while groups:
+        path, group = groups.pop()
+        assert "--debug" in run(*path, "--help").output, path
+        for name, cmd in group.commands.items():
+            if hasattr(cmd, "commands"):
+                groups.append((path + (name,), cmd))
+            else:
+                assert "--debug" in run(*path, name, "--help").output, (path, name)
+    assert "default: out.png" in " ".join(run("run", "--help").output.split())

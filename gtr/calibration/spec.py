@@ -4,14 +4,17 @@ Validated before any export work starts, so a bad request fails in one line and 
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from gtr.errors import CalibrationError  # noqa: F401  (re-exported: defined with the other error types)
+from gtr.inputs import CALIB_SEEDS, CLASS
 
 # User-facing method name -> onnxruntime.quantization.CalibrationMethod member.
 METHODS = {"max": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 DEFAULT_METHOD = "max"  # chosen by measured mar-tiny quality (README, INT8 section)
 DEFAULT_SEEDS = 1  # 10 images per plan: full-size int8 calibration is sampling-bound (README, Full-size models)
 DEFAULT_CLASSES = 10  # evenly spaced over the model's classes (all of them for a 10-class model)
+MAX_CLASSES = 100_000  # calibration classes of one export (each is sampled)
 SEED_BASE = 10_000  # calibration seeds 10000, 10001, ...: disjoint from the seeds evaluations use (0, 1, ...)
 
 
@@ -25,8 +28,9 @@ class CalibrationSpec:
         """A copy with the classes filled in; raises CalibrationError on a request that cannot run."""
         if self.method not in METHODS:
             raise CalibrationError(f"unknown calibration method {self.method!r}; use one of {', '.join(METHODS)}")
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
-            raise CalibrationError(f"--calib-seeds must be an integer >= 1 (images per class), got {self.seeds!r}")
+        if not CALIB_SEEDS.holds(self.seeds) or not isinstance(self.seeds, int):
+            raise CalibrationError(f"--calib-seeds must be {CALIB_SEEDS.describe()} (images per class), "
+                                   f"got {self.seeds!r}")
         if self.classes is None:
             k = min(DEFAULT_CLASSES, num_classes)
             classes = tuple(sorted({round(i * (num_classes - 1) / max(k - 1, 1)) for i in range(k)}))
@@ -36,10 +40,12 @@ class CalibrationSpec:
             raise CalibrationError("the calibration set is empty: give at least one class (--calib-classes)")
         bad = [c for c in classes if not 0 <= c < num_classes]
         if bad:
-            raise CalibrationError(f"calibration classes {bad} are out of range: the model has {num_classes} "
+            shown = ", ".join(map(str, bad[:5])) + (f" and {len(bad) - 5:,} more" if len(bad) > 5 else "")
+            raise CalibrationError(f"calibration classes {shown} are out of range: the model has {num_classes} "
                                    f"classes (0..{num_classes - 1})")
         if len(set(classes)) != len(classes):
-            raise CalibrationError(f"calibration classes repeat: {list(classes)}")
+            twice = sorted(c for c, n in Counter(classes).items() if n > 1)
+            raise CalibrationError(f"calibration classes repeat: {', '.join(map(str, twice[:5]))}")
         return CalibrationSpec(classes, self.seeds, self.method)
 
     @property
@@ -48,22 +54,30 @@ class CalibrationSpec:
 
 
 def parse_classes(text: str | None) -> tuple | None:
-    """'0,3,7' or '0-9' or '0-4,8' -> (0, 3, 7) ...; None or '' -> None (the default set)."""
+    """'0,3,7' or '0-9' or '0-4,8' -> (0, 3, 7) ...; None or '' -> None (the default set). Every bound is
+    checked (class ids in inputs.CLASS, at most MAX_CLASSES in all) before the list is made."""
     if text is None:
         return None
-    out = []
+    spans = []
     for part in (p.strip() for p in str(text).split(",")):
         if not part:
             continue
         try:
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                out.extend(range(int(lo), int(hi) + 1))
-            else:
-                out.append(int(part))
+            lo, hi = part.split("-", 1) if "-" in part[1:] else (part, part)
+            lo, hi = int(lo), int(hi)
         except (TypeError, ValueError):
             raise CalibrationError(f"--calib-classes: cannot read {part!r} (use e.g. 0,3,7 or 0-9)") from None
-    return tuple(out)
+        for end in (lo, hi):
+            if not CLASS.holds(end):
+                raise CalibrationError(f"--calib-classes: {end} in {part!r} is not a class id "
+                                       f"({CLASS.describe()})")
+        if hi < lo:
+            raise CalibrationError(f"--calib-classes: {part!r} is an empty range (write LOW-HIGH)")
+        spans.append((lo, hi))
+        if sum(h - l + 1 for l, h in spans) > MAX_CLASSES:
+            raise CalibrationError(f"--calib-classes: more than {MAX_CLASSES:,} classes (each calibration "
+                                   f"class is sampled); give fewer")
+    return tuple(c for lo, hi in spans for c in range(lo, hi + 1))
 
 
 def rss_note() -> str:

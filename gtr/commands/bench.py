@@ -7,22 +7,14 @@ import tempfile
 
 import click
 
+from gtr import inputs
 from gtr.commands.errors import friendly_errors
+from gtr.commands.numbers import Float, Int, Ints
 from gtr.runtime.backends import BACKENDS
 from gtr.runtime.cpus import usable_cpus
 
 # The bundle backends and the PyTorch reference on the same weights.
 BENCH_BACKENDS = (BACKENDS[0], "torch", *BACKENDS[1:])
-
-
-def _batches(ctx, param, value):
-    try:
-        out = [int(x) for x in value.split(",") if x.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of batch sizes") from None
-    if not out or min(out) < 1:
-        raise click.BadParameter("batch sizes must be integers >= 1")
-    return out
 
 
 @click.command("bench", context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,7 +28,7 @@ def _batches(ctx, param, value):
               help="With --model: a bundle per precision (repeatable; default fp32).")
 @click.option("--plan", "plan_names", multiple=True,
               help="Plans to time (repeatable; default: every plan of the first bundle, with --model gtr and mar-64).")
-@click.option("--cfg", type=float, help="CFG scale of every plan (default: the bundle's plans as exported; "
+@click.option("--cfg", type=Float(inputs.CFG), help="CFG scale of every plan (default: the bundle's plans as exported; "
                                         "with --model the model's official scale).")
 @click.option("--backend", "backends", multiple=True, type=click.Choice(BENCH_BACKENDS),
               help="Backends to time (repeatable). Default: onnxruntime, plus torch (the PyTorch reference on the "
@@ -44,21 +36,21 @@ def _batches(ctx, param, value):
 @click.option("--official", type=click.Path(file_okay=False, exists=True),
               help="Also time the official MAR code in this checkout (e.g. ../shared/anchors/official_mar) on the "
                    "same weights, for each mar-N plan; needs torch and timm 0.9.12.")
-@click.option("--batch", "batches", default="1,4,16,64", show_default=True, callback=_batches,
+@click.option("--batch", "batches", type=Ints(inputs.BATCH), default="1,4,16,64", show_default=True,
               help="Batch sizes of the sweep (comma-separated); throughput is reported for each.")
-@click.option("--rounds", type=click.IntRange(1), default=3, show_default=True,
+@click.option("--rounds", type=Int(inputs.ROUNDS), default=3, show_default=True,
               help="Timed rounds per batch size; each round runs every entry once, in turn (interleaved); "
                    "figures are medians over the rounds.")
-@click.option("--warmup", type=click.IntRange(0), default=1, show_default=True,
+@click.option("--warmup", type=Int(inputs.WARMUP), default=1, show_default=True,
               help="Untimed runs per entry before each batch size's rounds.")
-@click.option("--threads", type=click.IntRange(1), default=usable_cpus(), show_default="the CPUs this process may use",
+@click.option("--threads", type=Int(inputs.THREADS), default=min(usable_cpus(), int(inputs.THREADS.hi)), show_default="the CPUs this process may use",
               help="CPU threads for every backend (onnxruntime sessions, torch) and the matmul probe.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where onnxruntime and torch run.")
 @click.option("--tokens-only", is_flag=True, help="Do not decode images (the official sampler never does).")
-@click.option("--class", "-c", "classes", type=int, multiple=True,
+@click.option("--class", "-c", "classes", type=Int(inputs.CLASS), multiple=True,
               help="Class ids, cycled over the batch (default 207, modulo the model's classes).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Round r samples with seed + r on every entry.")
+@click.option("--seed", type=Int(inputs.SEED), default=0, show_default=True, help="Round r samples with seed + r on every entry.")
 @click.option("-o", "--outdir", type=click.Path(file_okay=False), default="bench", show_default=True,
               help="Writes bench.json and bench.png (time split and throughput plot) here.")
 @friendly_errors

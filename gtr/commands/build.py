@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
+from gtr import inputs
 from gtr.commands.errors import friendly_errors
+from gtr.commands.numbers import Int
 from gtr.paths import cache_dir
 
 
@@ -14,11 +16,11 @@ from gtr.paths import cache_dir
               help="Write the bundle with its engines here (default: BUNDLE itself, replaced atomically).")
 @click.option("--dry-run", is_flag=True, help="Print each component's profiles and engine cache key; build nothing "
                                               "(needs no TensorRT).")
-@click.option("--workspace", type=int, metavar="MB", help="TensorRT workspace limit (default: TensorRT's, the GPU's memory).")
+@click.option("--workspace", type=Int(inputs.WORKSPACE_MB), metavar="MB", help="TensorRT workspace limit (default: TensorRT's, the GPU's memory).")
 @click.option("--timing-cache", type=click.Path(dir_okay=False),
               help="Timing cache file, read and updated (default: $GTR_HOME/tensorrt/<TensorRT-GPU>.timing-cache).")
-@click.option("--device", type=int, default=0, show_default=True, help="CUDA device to build for.")
-@click.option("--max-profiles", type=int, default=None, metavar="N",
+@click.option("--device", type=Int(inputs.DEVICE_INDEX), default=0, show_default=True, help="CUDA device to build for.")
+@click.option("--max-profiles", type=Int(inputs.PROFILES), default=None, metavar="N",
               help="Profiles per engine before static shapes are grouped (default 16).")
 @click.option("--force", is_flag=True, help="Rebuild engines the bundle already holds for this GPU and TensorRT.")
 @friendly_errors

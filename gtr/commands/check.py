@@ -6,7 +6,9 @@ import time
 
 import click
 
+from gtr import inputs
 from gtr.commands.errors import friendly_errors
+from gtr.commands.numbers import Int
 from gtr.commands.threads import threads_option
 from gtr.configs import check_classes
 
@@ -16,8 +18,8 @@ from gtr.configs import check_classes
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="MAR checkpoint (default: the one recorded at export).")
 @click.option("--vae", type=click.Path(dir_okay=False), help="VAE checkpoint (default: the one recorded at export).")
 @click.option("--plan", "plan_name", help="Plan to check (default: every plan in the bundle).")
-@click.option("--class", "-c", "classes", type=int, multiple=True, help="Class ids (default: 0 and 1).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--class", "-c", "classes", type=Int(inputs.CLASS), multiple=True, help="Class ids (default: 0 and 1).")
+@click.option("--seed", type=Int(inputs.SEED), default=0, show_default=True)
 @click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True,
               help="tensorrt: compare the bundle's TensorRT engines with onnxruntime and the reference (Polygraphy).")
 @threads_option
@@ -44,6 +46,8 @@ def check_cmd(bundle, checkpoint, vae, plan_name, classes, seed, backend, thread
     t0 = time.perf_counter()
     click.echo(f"building the PyTorch reference of {config.name} (once) ...", err=True)
     mar, vae_model, _ = bundle_models(m, config, checkpoint, vae)
+    t_build = time.perf_counter() - t0
+    click.echo(f"built the reference in {t_build:.1f} s", err=True)
     labels = list(classes) or [c % config.num_classes for c in (0, 1)]
     check_classes(labels, config.num_classes)
     plans = b.plans()
@@ -62,15 +66,22 @@ def check_cmd(bundle, checkpoint, vae, plan_name, classes, seed, backend, thread
     for name in names:
         plan = b.plan(name)
         kw = dict(token_dim=config.token_dim, num_classes=config.num_classes)
-        click.echo(f"{name}: sampling {len(labels)} image(s) on ONNX Runtime ({time.perf_counter() - t0:.0f} s)", err=True)
-        got = sample(ort_comps, plan, labels, seed, **kw)
-        click.echo(f"{name}: sampling the same on the PyTorch reference ({time.perf_counter() - t0:.0f} s)", err=True)
-        ref = sample(torch_comps, plan, labels, seed, **kw)
+        click.echo(f"{name}: sampling {len(labels)} image(s) on ONNX Runtime ...", err=True)
+        got, t_ort = _timed(sample, ort_comps, plan, labels, seed, **kw)
+        click.echo(f"{name}: sampling the same on the PyTorch reference ({t_ort:.1f} s on ONNX Runtime) ...", err=True)
+        ref, t_ref = _timed(sample, torch_comps, plan, labels, seed, **kw)
         token_err, psnr = token_error(got.tokens, ref.tokens), image_psnr(got.images, ref.images)
         ok = sample_passes(m["precision"], psnr, token_err)
         failed |= not ok
         click.echo(f"{name}: token max error {token_err:.2e} (relative), image PSNR {psnr:.1f} dB -> "
-                   f"{'PASS' if ok else 'FAIL'}")
+                   f"{'PASS' if ok else 'FAIL'} (ONNX Runtime {t_ort:.1f} s, PyTorch reference {t_ref:.1f} s)")
+    click.echo(f"checked {len(names)} plan(s) in {time.perf_counter() - t0:.1f} s "
+               f"(building the reference {t_build:.1f} s)")
     if failed:
         raise click.ClickException("the bundle does not match the reference within tolerance")
 
+
+def _timed(fn, *args, **kwargs):
+    """(fn(*args, **kwargs), its wall-clock seconds)."""
+    t = time.perf_counter()
+    return fn(*args, **kwargs), time.perf_counter() - t

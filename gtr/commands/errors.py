@@ -102,6 +102,25 @@ def _debug() -> bool:
     return bool(ctx is not None and ctx.meta.get("gtr.debug")) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
+def debug_option(fn):
+    """The --debug flag (same as GTR_DEBUG=1): errors then show their traceback. Every command has it; on
+    a group (`gtr --debug run ...`) it holds for the command under it."""
+    return click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug, is_eager=True,
+                        help="On an error, show the full Python traceback (also: GTR_DEBUG=1).")(fn)
+
+
+def _flag_names(message: str) -> str:
+    """The message with the command's Python option names (num_images, t_rec) written as the flags the
+    user types (-n/--num-images, --t-rec)."""
+    import re
+    ctx = click.get_current_context(silent=True)
+    for param in (ctx.command.params if ctx else []):
+        if isinstance(param, click.Option) and "_" in (param.name or "") and param.opts:
+            flags = "/".join(sorted(param.opts, key=len))
+            message = re.sub(rf"(?<![\w-]){re.escape(param.name)}(?![\w-])", flags, message)
+    return message
+
+
 def friendly_errors(fn):
     """Turn the command's expected failures into one-line errors and report anything else as a bug.
 
@@ -125,7 +144,7 @@ def friendly_errors(fn):
             if _debug():
                 raise
             if isinstance(e, GtrError):
-                raise click.ClickException(first_line(e)) from None
+                raise click.ClickException(_flag_names(first_line(e))) from None
             if _user_os_error(e, kwargs):
                 name = f"{os.fsdecode(e.filename)}: " if isinstance(e.filename, (str, bytes, os.PathLike)) else ""
                 raise click.ClickException(f"{name}{e.strerror or e}") from None
@@ -137,7 +156,6 @@ def friendly_errors(fn):
             raise InternalError(f"internal error (a bug in gtr, please report it): {type(e).__name__}: "
                                 f"{first_line(e)} [{where}; rerun with --debug to show it]") from None
 
-    return click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug, is_eager=True,
-                        help="On an error, show the full Python traceback (also: GTR_DEBUG=1).")(wrapper)
+    return debug_option(wrapper)
 
 

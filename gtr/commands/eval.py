@@ -5,7 +5,9 @@ from pathlib import Path
 
 import click
 
+from gtr import inputs
 from gtr.commands.errors import friendly_errors
+from gtr.commands.numbers import Int
 from gtr.commands.threads import threads_option
 from gtr.commands.plan_options import plan_options
 from gtr.configs import get_config
@@ -23,9 +25,9 @@ from gtr.plan.options import PLAN_OPTION_NAMES, make_plans
               help="Evaluate a named set of plans instead of --plan: 'paper' = the GtR paper's baselines and "
                    "ablations, 'sweep' = MAR and GtR at several AR-step counts (the quality-vs-FLOPs frontier).")
 @plan_options
-@click.option("--per-class", type=int, default=20, show_default=True, help="Images per class.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch", type=click.IntRange(1), default=10, show_default=True, help="Images per sampling call.")
+@click.option("--per-class", type=Int(inputs.PER_CLASS), default=20, show_default=True, help="Images per class.")
+@click.option("--seed", type=Int(inputs.SEED), default=0, show_default=True)
+@click.option("--batch", type=Int(inputs.BATCH), default=10, show_default=True, help="Images per sampling call.")
 @click.option("--outdir", type=click.Path(file_okay=False), default="eval-out", show_default=True,
               help="Where results.json, grid-<plan>.png and quality_vs_cost.png go.")
 @threads_option
@@ -50,8 +52,6 @@ def eval_cmd(bundle, model, checkpoint, vae, plans, suite, per_class, seed, batc
     from gtr.eval.run import evaluate_plans
     from gtr.runtime.files import check_writable
     check_writable(outdir, folder=True)  # before minutes of sampling
-    if per_class < 2:
-        raise click.BadParameter("--per-class must be >= 2", param_hint="--per-class")
     if suite and plans:
         raise click.BadParameter("use either --suite or --plan, not both")
     families = {}
@@ -78,11 +78,13 @@ def eval_cmd(bundle, model, checkpoint, vae, plans, suite, per_class, seed, batc
         comps, backend = TorchComponents(mar, vae_model), "torch reference (CPU)"
     click.echo(f"evaluating {config.name} with {backend}: {per_class} images per class, seed {seed}")
     from tqdm import tqdm
+    from gtr.runtime.progress import progress_bar  # a bar on a terminal, one line per batch elsewhere
     bars = {}
 
     def progress(name, done, total):
-        bar = bars.setdefault(name, tqdm(total=total, desc=name, unit="img", leave=False, disable=None))
-        bar.update(done - bar.n)
+        if name not in bars:
+            bars[name] = progress_bar(total, name, "img")
+        bars[name].update(done - bars[name].n)
 
     rows = evaluate_plans(comps, plan_objs, config, per_class, seed=seed, batch=batch, outdir=outdir,
                           log=lambda s: tqdm.write(s), progress=progress)

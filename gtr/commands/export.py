@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import click
 
+from gtr import inputs
 from gtr.commands.errors import friendly_errors
+from gtr.commands.numbers import ClassList, Int
 from gtr.commands.plan_options import plan_options
 
 
@@ -21,14 +23,14 @@ from gtr.commands.plan_options import plan_options
               help="Plan(s) to support: preset, mar-N or plan.json; repeatable; the first is the default "
                    "for gtr-run. Default: gtr and mar-64 (gtr first).")
 @plan_options
-@click.option("--batch", type=int, default=1, show_default=True, help="Images per engine call (static shapes are listed for it).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random-weights.")
+@click.option("--batch", type=Int(inputs.BATCH), default=1, show_default=True, help="Images per engine call (static shapes are listed for it).")
+@click.option("--seed", type=Int(inputs.SEED), default=0, show_default=True, help="Seed of --random-weights.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Bundle path (default <model>-<precision>.plan).")
 @click.option("--download", is_flag=True,
               help="Fetch the official weights into $GTR_HOME first (as `gtr download MODEL`; verified if there).")
-@click.option("--calib-classes", metavar="LIST",
+@click.option("--calib-classes", type=ClassList(), metavar="LIST",
               help="int8: calibration classes, e.g. 0-9 or 1,207,360 (default: 10 evenly spaced classes).")
-@click.option("--calib-seeds", type=int, help="int8: calibration images per class (seeds 10000, 10001, ...; default 1).")
+@click.option("--calib-seeds", type=Int(inputs.CALIB_SEEDS), help="int8: calibration images per class (seeds 10000, 10001, ...; default 1).")
 @click.option("--check", "verify", type=click.Choice(["spread", "all", "none"]), default="spread", show_default=True,
               help="Check each graph against torch on ONNX Runtime at a spread of its static shapes (at most 8 "
                    "evenly spaced plus the largest), at all of them (one run per AR step: most of an hour for "
@@ -62,8 +64,8 @@ def export_cmd(model, precision, checkpoint, weights, vae, random_weights, plans
     from gtr.export.api import export  # the same code path as gtr.export(...) in Python
     calibration = None
     if (calib_classes, calib_seeds, calib_method) != (None, None, None):
-        from gtr.calibration import DEFAULT_METHOD, DEFAULT_SEEDS, CalibrationSpec, parse_classes
-        calibration = CalibrationSpec(parse_classes(calib_classes), DEFAULT_SEEDS if calib_seeds is None else calib_seeds,
+        from gtr.calibration import DEFAULT_METHOD, DEFAULT_SEEDS, CalibrationSpec
+        calibration = CalibrationSpec(calib_classes, DEFAULT_SEEDS if calib_seeds is None else calib_seeds,
                                       calib_method or DEFAULT_METHOD)
     export(model, output, precision=precision, plans=plans, checkpoint=checkpoint, vae=vae, weights=weights,
            random_weights=random_weights, download=download, batch=batch, seed=seed, log=click.echo,

@@ -5,7 +5,9 @@ import time
 
 import click
 
+from gtr import inputs
 from gtr.commands.errors import friendly_errors
+from gtr.commands.numbers import Float, Int, Shard
 from gtr.commands.threads import threads_option
 from gtr.runtime.backends import BACKENDS
 from gtr.runtime.providers import DEVICES
@@ -14,32 +16,25 @@ from gtr.runtime.providers import DEVICES
 MAX_GRID = 4096  # images in one grid PNG (held in memory while it is drawn)
 
 
-def _shard(ctx, param, value):
-    if value is None:
-        return None
-    from gtr.runtime.shards import parse_shard
-    try:
-        return parse_shard(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-
-
 @click.command("run", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("bundle", type=click.Path(dir_okay=False))
-@click.option("--class", "-c", "classes", type=int, multiple=True, help="Class id to generate (repeatable). None: unconditional.")
+@click.option("--class", "-c", "classes", type=Int(inputs.CLASS), multiple=True,
+              help="Class id to generate (repeatable). None: unconditional.")
 @click.option("--all-classes", is_flag=True, help="Every class of the model (ImageNet: 0..999), e.g. for FID runs.")
-@click.option("--num-images", "-n", type=click.IntRange(1), default=1, show_default=True, help="Images per class.")
-@click.option("--seed", "-s", type=int, default=0, show_default=True,
+@click.option("--num-images", "-n", type=Int(inputs.NUM_IMAGES), default=1, show_default=True,
+              help="Images per class.")
+@click.option("--seed", "-s", type=Int(inputs.SEED), default=0, show_default=True,
               help="Run seed; each image's noise is seeded from it, its class and its index.")
 @click.option("--plan", "plan_name", help="Which of the bundle's plans to run (default: the first).")
-@click.option("--cfg", type=float, help="Override the plan's CFG scale (1 = no guidance).")
-@click.option("--temperature", type=float, help="Override the plan's diffusion temperature.")
-@click.option("--batch", type=click.IntRange(1), help="Images per sampling call (default: the bundle's export batch); "
+@click.option("--cfg", type=Float(inputs.CFG), help="Override the plan's CFG scale (1 = no guidance).")
+@click.option("--temperature", type=Float(inputs.TEMPERATURE), help="Override the plan's diffusion temperature.")
+@click.option("--batch", type=Int(inputs.BATCH), help="Images per sampling call (default: the bundle's export batch); "
                                                      "changes only speed.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output PNG (one image, or the grid with --grid).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output PNG (one image, or the grid with --grid; default: out.png in the current folder, "
+                   "when --outdir is not given).")
 @click.option("--outdir", type=click.Path(file_okay=False),
               help="Write one PNG per image into this folder (class0088_00012.png); images already there are kept (resume).")
-@click.option("--shard", callback=_shard, metavar="I/N",
+@click.option("--shard", type=Shard(), metavar="I/N",
               help="With --outdir: make only shard I of N (0 <= I < N); the N shards together make the whole run.")
 @click.option("--npz", type=click.Path(dir_okay=False),
               help="With --outdir: then pack the run's images into this .npz (uint8 arr_0 [N,H,W,3], for FID evaluators).")

@@ -5,7 +5,9 @@ import socket
 
 import click
 
+from gtr import inputs
 from gtr.commands.errors import friendly_errors
+from gtr.commands.numbers import Float, Int
 from gtr.runtime.backends import BACKENDS
 from gtr.runtime.providers import DEVICES
 
@@ -59,29 +61,32 @@ def _log_config(level: str) -> dict:
 @click.command("serve", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("bundle", type=click.Path(dir_okay=False))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+@click.option("--port", type=Int(inputs.PORT), default=8000, show_default=True,
               help="Port to listen on (0: any free port; the address is printed).")
-@click.option("--max-batch", type=click.IntRange(1, 4096), default=16, show_default=True,
+@click.option("--max-batch", type=Int(inputs.BATCH), default=16, show_default=True,
               help="Most images in one sampling call (1: no batching).")
-@click.option("--max-wait-ms", type=click.FloatRange(0, 60_000), default=10.0, show_default=True,
+@click.option("--max-wait-ms", type=Float(inputs.MAX_WAIT_MS), default=10.0, show_default=True,
               help="How long the oldest waiting request waits for company before its call starts.")
-@click.option("--queue", type=click.IntRange(1, 1_000_000), default=64, show_default=True,
+@click.option("--queue", type=Int(inputs.QUEUE), default=64, show_default=True,
               help="Requests that may wait; more are answered 503 with Retry-After.")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(0, min_open=True), default=120.0, show_default=True,
+@click.option("--timeout", "timeout_s", type=Float(inputs.TIMEOUT_S), default=120.0, show_default=True,
               help="Seconds a request may take from arrival (then 503).")
-@click.option("--max-images", type=click.IntRange(1, 4096), default=16, show_default=True,
+@click.option("--read-timeout", "read_timeout_s", type=Float(inputs.READ_TIMEOUT_S), default=10.0, show_default=True,
+              help="Seconds a client may pause while sending its request body (then 408 and the connection "
+                   "is closed).")
+@click.option("--max-images", type=Int(inputs.BATCH), default=16, show_default=True,
               help="Most images (num_images) in one request.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="onnxruntime execution provider.")
-@click.option("--threads", type=click.IntRange(1, 1024), help="onnxruntime threads (default: the runtime's choice).")
+@click.option("--threads", type=Int(inputs.THREADS), help="onnxruntime threads (default: the runtime's choice).")
 @click.option("--backend", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True,
               help="auto: the bundle's TensorRT engines when they match this GPU (gtr-build), else onnxruntime.")
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="Log one line per request.")
 @click.option("--log-level", type=click.Choice(("debug", "info", "warning", "error")), default="info",
               show_default=True)
 @friendly_errors
-def serve_cmd(bundle, host, port, max_batch, max_wait_ms, queue, timeout_s, max_images, device, threads, backend,
-              access_log, log_level):
+def serve_cmd(bundle, host, port, max_batch, max_wait_ms, queue, timeout_s, read_timeout_s, max_images, device,
+              threads, backend, access_log, log_level):
     """Serve a .plan bundle over HTTP: POST /v1/generate, GET /v1/model, /health, /metrics, a web page at /.
 
     Concurrent requests with the same plan, cfg and temperature are merged into one sampling call of up
@@ -115,7 +120,7 @@ def serve_cmd(bundle, host, port, max_batch, max_wait_ms, queue, timeout_s, max_
                        f"(max batch {max_batch}, max wait {max_wait_ms:g} ms, queue {queue})", err=True)
 
         app = create_app(pipe, max_batch=max_batch, max_wait_ms=max_wait_ms, queue=queue, timeout_s=timeout_s,
-                         max_images=max_images, close_pipeline=True, on_ready=ready)
+                         read_timeout_s=read_timeout_s, max_images=max_images, close_pipeline=True, on_ready=ready)
         config = uvicorn.Config(app, log_config=_log_config(log_level), log_level=log_level, access_log=access_log,
                                 lifespan="on", timeout_graceful_shutdown=None, server_header=False)
         server = _server_class()(config)

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import click
 
+from gtr.commands.numbers import Int
+from gtr.inputs import THREADS
+
 
 def threads_option(fn):
-    return click.option("--threads", type=click.IntRange(1), default=None,
+    return click.option("--threads", type=Int(THREADS), default=None,
                         help="CPU threads for the graph calls (default: the CPUs this process may use: its "
                              "affinity and cgroup quota). Changes only speed, never the images.")(fn)

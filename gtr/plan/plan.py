@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from gtr.errors import PlanError  # noqa: F401  (re-exported: defined with the other error types)
+from gtr.inputs import CFG, TEMPERATURE
 
 ROLES = ("all", "fts_top", "fts_rest")
 CFG_SCHEDULES = ("linear", "constant")
@@ -192,6 +193,9 @@ class SamplingPlan:
             fail(f"cfg_schedule must be one of {', '.join(CFG_SCHEDULES)}, got {self.cfg_schedule!r}")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             fail(f"temperature must be > 0, got {self.temperature}")
+        for what, value, r in (("cfg", self.cfg, CFG), ("temperature", self.temperature, TEMPERATURE)):
+            if not r.holds(value):
+                fail(f"{what} must be {r.describe()}, got {value}")
         if not 0.0 <= self.fts_beta <= 1.0:
             fail(f"fts_beta must be in [0, 1], got {self.fts_beta}")
         if self.fts_select not in FTS_SELECT:
@@ -320,6 +324,9 @@ class SamplingPlan:
                                                         for g in s["groups"]):
                 raise PlanError(f"malformed plan: steps[{i}].groups must be a list of objects with "
                                 f"{', '.join(group_keys)}")
+        if version < 2 and any("cond" in s for s in d["steps"]):
+            raise PlanError("plan version 1 has no 'cond' field (the condition cache came with version 2): "
+                            "set \"version\": 2, or rewrite the plan with gtr-plan show --json")
         if d.get("params") is not None and not isinstance(d["params"], dict):
             raise PlanError("malformed plan: 'params' must be an object")
         try:

@@ -3,6 +3,7 @@ file and a failed write leaves what was there before (and no folder it created).
 finds an output that cannot be written before the work that would fill it."""
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from typing import BinaryIO, Callable
@@ -15,37 +16,64 @@ TEMP_PREFIX = ".tmp-"  # .tmp-<pid>-<random><suffix>: the pid lets a later write
 def check_writable(path, folder: bool = False) -> None:
     """PathError (one line, naming the cause) unless `path` can be written as a file (or, with folder,
     used as a folder), leaving nothing behind: every ancestor that exists must be a folder, path itself,
-    if it exists, of the right kind, and a probe file must be creatable in the nearest existing folder
-    (permission bits are not enough: root passes them on /proc or a read-only mount)."""
+    if it exists, of the right kind, the folders still missing must be creatable (they are made, a probe
+    file is created in the innermost, and all are removed again: names too long, a read-only mount and
+    /proc are found here, before the work), and permission bits are not trusted (root passes them)."""
     path = os.path.abspath(os.fspath(path))
     kind = "folder" if folder else "file"
     if os.path.lexists(path) and folder != os.path.isdir(path):
         raise PathError(f"{path}: is a {'folder' if os.path.isdir(path) else 'file'}, not a {kind}")
     if os.path.lexists(path) and not folder and not os.access(path, os.W_OK):
         raise PathError(f"{path}: not writable (permission denied)")
-    parent = path if folder and os.path.isdir(path) else os.path.dirname(path)
-    while not os.path.lexists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise PathError(f"{parent}: is a file, not a folder (needed for {path})")
+    target = path if folder else os.path.dirname(path)
+    made = []
     try:
-        fd, probe = _create_temp(parent, ".probe")
+        made = _make_dirs(target)
+        if not folder and len(os.fsencode(os.path.basename(path))) > os.pathconf(target, "PC_NAME_MAX"):
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), path)
+        fd, probe = _create_temp(target, ".probe")
+        os.close(fd)
+        os.remove(probe)
     except OSError as e:
-        raise PathError(f"{path}: cannot write in {parent} ({e.strerror or e})") from None
-    os.close(fd)
-    os.remove(probe)
+        where = os.fsdecode(e.filename) if e.filename else target
+        where = "" if where in (path, target) else f" in {where}"
+        raise PathError(f"{path}: cannot write{where} ({e.strerror or e})") from None
+    finally:
+        _remove_dirs(made)
 
 
 def _make_dirs(folder: str) -> list[str]:
-    """os.makedirs that returns the folders it created, outermost first (to remove them on failure)."""
-    made, f = [], folder
+    """os.makedirs that returns the folders it created, outermost first; if one cannot be made, those
+    made so far are removed again before the error is raised."""
+    missing, f = [], folder
     while not os.path.isdir(f):
         if os.path.lexists(f):
             raise PathError(f"{f}: is a file, not a folder (needed for {folder})")
-        made.append(f)
+        missing.append(f)
         f = os.path.dirname(f)
-    os.makedirs(folder, exist_ok=True)
-    return made[::-1]
+    made = []
+    try:
+        for d in reversed(missing):
+            try:
+                os.mkdir(d)
+            except FileExistsError:  # made by another process meanwhile
+                if not os.path.isdir(d):
+                    raise
+                continue
+            made.append(d)
+    except BaseException:
+        _remove_dirs(made)
+        raise
+    return made
+
+
+def _remove_dirs(made: list[str]) -> None:
+    """Remove folders that _make_dirs created (innermost first) while they are empty."""
+    for d in reversed(made):
+        try:
+            os.rmdir(d)
+        except OSError:
+            break
 
 
 def _alive(pid: int) -> bool:
@@ -128,11 +156,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     except BaseException as e:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
-        for d in reversed(made):  # the folders this write created, innermost first, if still empty
-            try:
-                os.rmdir(d)
-            except OSError:
-                break
+        _remove_dirs(made)  # the folders this write created, innermost first, if still empty
         if isinstance(e, OSError) and tmp is not None and e.filename == tmp:
             e.filename = path  # the user asked for path; the temp name would only confuse
         raise

@@ -2,7 +2,8 @@
 
 Files are named by (class, index) alone, so any worker that makes an image writes it to the same
 name. The run record (gtr-run.json) holds the settings that decide the pixels; a run with other
-settings is refused instead of mixing two runs in one folder. Claiming a folder is one step under a
+settings is refused instead of mixing two runs in one folder; a record that is damaged or not gtr's is
+an error naming it, never overwritten. Claiming a folder is one step under a
 lock (`claim`), so two workers starting at once cannot both be accepted; a worker holds the record
 shared while it runs, so a record whose run died before its first image (no image, nobody running)
 gives way to new settings. numpy + pillow only (flock: POSIX).
@@ -19,9 +20,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from gtr.inputs import InputError, parse_json
 from gtr.runtime.files import atomic_write
 
 RECORD = "gtr-run.json"
+RECORD_KEYS = {"bundle", "plan", "seed", "batch", "num_images"}  # what gtr.pipeline records
+MAX_RECORD = 2 ** 20  # bytes read of a record (a real one is under 4 KiB)
 IMAGE_GLOBS = ("class*.png", "uncond_*.png")
 
 
@@ -57,16 +61,23 @@ def holds_images(folder) -> bool:
     return any(next(Path(folder).glob(g), None) is not None for g in IMAGE_GLOBS)
 
 
-def _differ(text: str, record: dict) -> list[str] | None:
+def read_record(data: bytes, where) -> dict | None:
+    """The run record in `data` (the bytes of `where`): None when empty (new, or a claim that died before
+    writing it); InputError, naming the file and what to do, when it is not a gtr run record."""
+    if not data.strip():
+        return None
+    fix = "it is not a gtr run record: remove it, or use another folder"
+    record = parse_json(data, str(where), fix)
+    if not isinstance(record, dict) or not record or not set(record) <= RECORD_KEYS:
+        raise InputError(f"{where}: not a gtr run record (a JSON object of {', '.join(sorted(RECORD_KEYS))}); "
+                         f"remove it, or use another folder")
+    return record
+
+
+def _differ(old: dict | None, record: dict) -> list[str] | None:
     """None when there is no record yet; else the settings that differ from `record` ([] = same run)."""
-    if not text.strip():
-        return None  # new, or a claim that died before writing it
-    try:
-        old = json.loads(text)
-    except ValueError:
-        return [RECORD]  # unreadable: treat as another run's
-    if not isinstance(old, dict):
-        return [RECORD]
+    if old is None:
+        return None
     return sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
 
 
@@ -85,8 +96,8 @@ def claim(folder, record: dict):
         folder_fd = os.open(folder, os.O_RDONLY)
         try:
             fcntl.flock(folder_fd, fcntl.LOCK_EX)  # one claim at a time
-            with open(record_fd, "r+", encoding="utf-8", closefd=False) as f:
-                differ = _differ(f.read(), record)
+            with open(record_fd, "r+b", closefd=False) as f:
+                differ = _differ(read_record(f.read(MAX_RECORD), folder / RECORD), record)
                 if differ:
                     if holds_images(folder):
                         raise FolderTaken(differ, live=False)
@@ -98,7 +109,7 @@ def claim(folder, record: dict):
                 if differ is None:
                     f.seek(0)
                     f.truncate()
-                    f.write(json.dumps(record, indent=1, sort_keys=True) + "\n")
+                    f.write((json.dumps(record, indent=1, sort_keys=True) + "\n").encode("utf-8"))
                     f.flush()
                     os.fsync(record_fd)
             fcntl.flock(record_fd, fcntl.LOCK_SH)

@@ -6,13 +6,15 @@ consecutive indices; one chunk is one sampling call. Every image has its own noi
 up to float rounding of another batch shape; with the same chunking (batch and num_images) it is the
 same bits, never depending on which other classes are in the run, on the order they are given in, or
 on how the chunks are spread over workers: a shard runs the very calls an unsharded run makes.
-Standard library only.
+Standard library only (and gtr.inputs, its ranges).
 """
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
 from typing import Iterator
+
+from gtr.inputs import SHARD_COUNT
 
 
 @dataclass(frozen=True)
@@ -34,13 +36,15 @@ def chunks(labels, num_images: int, batch: int) -> Iterator[Chunk]:
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """'I/N' -> (I, N) with 0 <= I < N; ValueError with a one-line reason otherwise."""
+    """'I/N' -> (I, N) with 0 <= I < N <= SHARD_COUNT.hi; ValueError with a one-line reason otherwise."""
     try:
         i, n = (int(part) for part in str(text).split("/"))
     except ValueError:
         raise ValueError(f"shard must look like I/N (e.g. 0/4), got {text!r}") from None
-    if n < 1 or not 0 <= i < n:
-        raise ValueError(f"shard {text!r}: need 0 <= I < N (shards are numbered from 0), e.g. 0/{max(n, 1)}")
+    if not SHARD_COUNT.holds(n):
+        raise ValueError(f"shard {text!r}: N must be {SHARD_COUNT.describe()}")
+    if not 0 <= i < n:
+        raise ValueError(f"shard {text!r}: need 0 <= I < N (shards are numbered from 0), e.g. 0/{n}")
     return i, n
 
 
@@ -57,9 +61,12 @@ def shard(labels, num_images: int, batch: int, index: int, count: int) -> Iterat
 
 
 def shard_images(labels, num_images: int, batch: int, index: int, count: int) -> int:
-    """How many images shard `index` of `count` makes (without listing its chunks)."""
+    """How many images shard `index` of `count` makes: arithmetic on the bounds, so it costs the same
+    for a run of 10^20 images as for one (nothing is listed or counted one by one)."""
     per_class = -(-num_images // batch)  # chunks per class; the last of each may be short
     short = batch - (num_images - (per_class - 1) * batch)  # images the last chunk lacks
-    mine = len(range(index, len(labels) * per_class, count))  # the shard's chunks: every count-th
+    total = len(labels) * per_class  # chunks of the run; the shard takes every count-th from index
+    mine = max(0, -(-(total - index) // count))
+    # class k's last chunk, number k * per_class + per_class - 1, is the shard's when it is index mod count
     lasts = sum(1 for k in range(len(labels)) if (k * per_class + per_class - 1) % count == index)
     return mine * batch - lasts * short
