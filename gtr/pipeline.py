@@ -142,10 +142,12 @@ class Pipeline:
         return tqdm(total=total, desc=desc, unit="img", leave=False, disable=None if progress else True)
 
     def generate_items(self, items, plan: str | None = None, cfg: float | None = None,
-                       temperature: float | None = None) -> np.ndarray:
+                       temperature: float | None = None, progress=None) -> np.ndarray:
         """uint8 pixels [len(items), H, W, 3] for `items` [(class or None, seed, index), ...] in one
         sampling call: image k is image `index` of `class` in a run with `seed`, the same as
-        `generate([class], seed, num_images=index + 1)[index]` (what a server merging requests runs)."""
+        `generate([class], seed, num_images=index + 1)[index]` (what a server merging requests runs).
+        progress(step, steps): called after each AR step (step 1..steps); it only observes, the images
+        are the same bits with or without it."""
         from gtr.runtime.sampler import sample
         items = [(None if c is None else int(c), int(s), int(i)) for c, s, i in items]
         if not items:
@@ -156,8 +158,10 @@ class Pipeline:
         check_classes(labels, self.config.num_classes)
         plan_obj = self.plan(plan, cfg, temperature)
         seeds = [image_seed(s, c, i) for c, s, i in items]
+        steps = plan_obj.num_steps
         result = sample(self.components, plan_obj, labels, seeds, token_dim=self.config.token_dim,
-                        num_classes=self.config.num_classes)
+                        num_classes=self.config.num_classes,
+                        progress=None if progress is None else lambda step: progress(step + 1, steps))
         return to_uint8(result.images)
 
     def generate(self, classes=None, seed: int = 0, num_images: int = 1, plan: str | None = None,

@@ -46,13 +46,13 @@ _EXPORTED: dict = {}
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    if os.environ.get("GTR_SERVE_BUNDLE"):  # a mar-tiny bundle made earlier (`gtr-export --model mar-tiny --plan gtr`)
+    if os.environ.get("GTR_SERVE_BUNDLE"):  # a mar-tiny bundle made earlier (`gtr-export --model mar-tiny`)
         return Path(os.environ["GTR_SERVE_BUNDLE"])
     if not tiny_shipped():
         pytest.skip("mar-tiny weights are not shipped in gtr/assets/tiny")
     if "path" not in _EXPORTED:  # once per session (test_serve_page.py uses it too)
         path = tmp_path_factory.mktemp("serve") / "mar-tiny-fp32.plan"
-        r = run("export", "--model", "mar-tiny", "--plan", "gtr", "-o", path)
+        r = run("export", "--model", "mar-tiny", "--plan", "gtr", "--plan", "mar-64", "-o", path)
         assert r.exit_code == 0, r.output
         _EXPORTED["path"] = path
     return _EXPORTED["path"]
@@ -115,7 +115,7 @@ def test_model_health_metrics_page_and_schema(pipe):
         model = client.get("/v1/model").json()
         assert model["model"] == "mar-tiny" and model["num_classes"] == 10 and model["precision"] == "fp32"
         assert model["class_names"][3] == "three" and len(model["class_names"]) == 10
-        assert [p["name"] for p in model["plans"]] == ["gtr"] and model["default_plan"] == "gtr"
+        assert [p["name"] for p in model["plans"]] == ["gtr", "mar-64"] and model["default_plan"] == "gtr"
         assert client.get("/health").json()["status"] == "ok"
         schema = client.get("/openapi.json").json()
         body = schema["paths"]["/v1/generate"]["post"]["requestBody"]["content"]["application/json"]["schema"]

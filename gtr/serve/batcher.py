@@ -6,8 +6,10 @@ most `max_wait_s` from that job's arrival for company with the same key, then ha
 items (whole jobs first come, first served; a job larger than the room left is split across calls) to
 `run(items, plan, cfg, temperature)` in a worker thread, so the event loop keeps answering while the
 numpy / onnxruntime loop runs. `run` returns one result per item (the app's: PNG bytes, encoded in the
-same thread, so a batch's answers are ready together); a job's future gets the list of its results. Each image has its own noise stream (gtr.plan.image_seed), so an image does
-not depend on what it was batched with.
+same thread, so a batch's answers are ready together); a job's future gets the list of its results.
+Each image has its own noise stream (gtr.plan.image_seed), so an image does not depend on what it was
+batched with. A job submitted with on_step(step, steps) is told each AR step of the calls it is part of:
+`run` then gets a `progress` keyword, called from the worker thread.
 
 Backpressure: at most `queue_size` jobs wait; `submit` raises QueueFull beyond that (the app answers
 503 with Retry-After) and Draining once shutdown has begun. A job cancelled before any of its items
@@ -16,6 +18,7 @@ started (client gone, timeout) is dropped: it costs no sampling.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +46,7 @@ class Job:
     batch_sizes: list = field(default_factory=list)  # size of each sampling call it was part of
     sample_seconds: float = 0.0   # summed time of those calls
     cancelled: bool = False
+    on_step: object = None        # on_step(step, steps), from the worker thread, after each AR step of its calls
 
     def __post_init__(self):
         self.results = [None] * len(self.items)
@@ -97,13 +101,14 @@ class Batcher:
     def waiting_images(self) -> int:
         return sum(len(j.items) - j.taken for j in self._pending)
 
-    def submit(self, key: tuple, items: list) -> Job:
+    def submit(self, key: tuple, items: list, on_step=None) -> Job:
         if self.draining or self._task is None:
             raise Draining("the server is shutting down")
         if len(self._pending) >= self.queue_size:
             raise QueueFull(f"the queue is full ({self.queue_size} requests waiting)")
         loop = asyncio.get_running_loop()
-        job = Job(key=tuple(key), items=list(items), future=loop.create_future(), arrived=loop.time())
+        job = Job(key=tuple(key), items=list(items), future=loop.create_future(), arrived=loop.time(),
+                  on_step=on_step)
         self._pending.append(job)
         self._poke()
         return job
@@ -176,10 +181,18 @@ class Batcher:
             job.started = started if job.started is None else job.started
             job.batch_sizes.append(len(batch))
         items = [job.items[i] for job, i in batch]
+        listeners = [job.on_step for job in jobs if job.on_step is not None]
+        run = functools.partial(self._run, items, *key)
+        if listeners:  # run(..., progress=) only where a job listens: a run without the keyword still works
+
+            def progress(step, steps):
+                for listener in listeners:
+                    listener(step, steps)
+            run = functools.partial(run, progress=progress)
         self.busy = True
         t0 = time.perf_counter()
         try:
-            results = list(await loop.run_in_executor(self._executor, self._run, items, *key))
+            results = list(await loop.run_in_executor(self._executor, run))
             if len(results) != len(items):
                 raise RuntimeError(f"sampling returned {len(results)} results for {len(items)} items")
         except Exception as e:  # noqa: BLE001 - handed to every waiting request of the batch
