@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from gtr.commands.errors import friendly_errors
+from gtr.commands.errors import debug_option, friendly_errors
+from gtr.commands.numbers import Grid
 from gtr.commands.plan_options import plan_options
 from gtr.configs import get_config
 from gtr.plan import build_plan, format_flops, plan_cost
@@ -12,6 +13,7 @@ from gtr.plan.options import make_plans
 
 
 @click.group("plan", context_settings={"help_option_names": ["-h", "--help"]})
+@debug_option
 def plan_cmd():
     """Sampling plans: show a plan's steps and cost, list the presets."""
 
@@ -34,7 +36,7 @@ def plan_list_cmd():
 @click.argument("plan", default="gtr")
 @click.option("--model", "-m", default=None,
               help="Model whose grid, CFG scale and cost to use (without it: a 16x16 grid, cfg 1, no cost).")
-@click.option("--grid", default=None, metavar="HxW", help="Token grid when no --model is given (default 16x16).")
+@click.option("--grid", type=Grid(), default=None, metavar="HxW", help="Token grid when no --model is given (default 16x16).")
 @plan_options
 @click.option("--json", "json_out", type=click.Path(dir_okay=False),
               help="Also write the plan as JSON to this file (for the --model's grid: a plan file fits one grid).")

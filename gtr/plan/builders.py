@@ -9,6 +9,8 @@ from typing import Callable
 
 import numpy as np
 
+from gtr.inputs import read_json
+
 from .fts import fts_top_k
 from .plan import Group, PlanError, SamplingPlan, Step
 
@@ -356,11 +358,8 @@ def build_plan(name_or_path: str, grid=(16, 16), **overrides) -> SamplingPlan:
         return plan.replace(name=name)
 
     if _looks_like_path(name):
-        try:
-            with open(name, encoding="utf-8") as f:
-                plan = SamplingPlan.from_json(f.read())
-        except OSError as e:
-            raise PlanError(f"cannot read plan file {name}: {e.strerror}") from None
+        plan = SamplingPlan.from_dict(read_json(name, "write one with gtr-plan show --json", PlanError,
+                                                label="plan file"))
         if plan.grid != grid:
             raise PlanError(f"plan file {name} is for a {plan.grid[0]}x{plan.grid[1]} grid, "
                             f"the model has {grid[0]}x{grid[1]} (write one with gtr-plan show --model MODEL --json)")

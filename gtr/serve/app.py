@@ -1,8 +1,7 @@
 """The HTTP app: FastAPI routes over one Pipeline and one Batcher.
 
     POST /v1/generate   {class, seed, plan?, cfg?, temperature?, num_images?} -> PNG (Accept: image/png)
-                        or JSON {images: [base64 PNG], plan, timings, ...}, or with Accept:
-                        text/event-stream a step event per AR step, then that JSON (gtr/serve/events.py)
+                        or JSON {images: [base64 PNG], plan, timings, ...}
     GET  /v1/model      model, precision, plans, class names, limits
     GET  /health        200 {"status": "ok"}; 503 while shutting down
     GET  /metrics       Prometheus text
@@ -24,21 +23,21 @@ from importlib import resources
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gtr import inputs
 from gtr._version import __version__
 from gtr.configs import check_classes
 from gtr.errors import GtrError, PlanError, RequestError
 from gtr.serve.batcher import Batcher, Draining, QueueFull
-from gtr.serve.events import HEADERS as EVENT_HEADERS
-from gtr.serve.events import KEEPALIVE, KEEPALIVE_S, StepFeed, sse
+from gtr.serve.guard import Guard
 from gtr.serve.metrics import CONTENT_TYPE, Metrics
 from gtr.serve.page import PAGE
 
 log = logging.getLogger("gtr.serve")
 
-MAX_SEED = 2 ** 63 - 1
+MAX_SEED = inputs.MAX_SEED
 MAX_BODY = 64 * 1024  # bytes of a request body; more is 413
 ROUTES = ("/", "/v1/generate", "/v1/model", "/health", "/metrics", "/openapi.json")
 
@@ -47,11 +46,13 @@ class GenerateRequest(BaseModel):
     """One request: num_images images of one class, images 0..num_images-1 of (seed, class)."""
     model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
-    class_: int | None = Field(None, alias="class", ge=0,
+    class_: int | None = Field(None, alias="class", ge=0, le=inputs.CLASS.hi,
                                description="Class id (0..num_classes-1); null or absent: unconditional.")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Run seed; image i is image i of gtr-run --seed.")
-    plan: str | None = Field(None, max_length=200, description="One of the bundle's plans (default: the first).")
-    cfg: float | None = Field(None, ge=0, le=100, allow_inf_nan=False, description="CFG scale override.")
+    plan: str | None = Field(None, min_length=1, max_length=200,
+                             description="One of the bundle's plans (default: the first).")
+    cfg: float | None = Field(None, ge=inputs.CFG.lo, le=inputs.CFG.hi, allow_inf_nan=False,
+                              description="CFG scale override.")
     temperature: float | None = Field(None, gt=0, le=10, allow_inf_nan=False,
                                       description="Diffusion temperature override.")
     num_images: int = Field(1, ge=1, description="Images of this class and seed (indices 0..num_images-1).")
@@ -95,53 +96,6 @@ def _png(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-class _Guard:
-    """Pure ASGI middleware: bodies over `max_body` bytes are a 413 before the app sees them, and every
-    answer is counted by route and status."""
-
-    def __init__(self, app, metrics: Metrics, max_body: int):
-        self.app, self.metrics, self.max_body = app, metrics, max_body
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        route = scope["path"] if scope["path"] in ROUTES else "other"
-        status = {}
-
-        async def counted_send(message):
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                self.metrics.requests.inc(route=route, status=message["status"])
-            await send(message)
-
-        if scope["method"] in ("POST", "PUT", "PATCH"):
-            length = dict(scope.get("headers") or []).get(b"content-length")
-            too_big = length is not None and (not length.isdigit() or int(length) > self.max_body)
-            chunks, size, more = [], 0, True
-            while more and not too_big:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                chunks.append(message.get("body", b""))
-                size += len(chunks[-1])
-                more = message.get("more_body", False)
-                too_big = size > self.max_body
-            if too_big:
-                response = _error(413, f"request body over {self.max_body} bytes")
-                return await response(scope, receive, counted_send)
-            body, replayed = b"".join(chunks), False
-
-            async def replay():
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()  # after the body: waits for http.disconnect
-
-            return await self.app(scope, replay, counted_send)
-        return await self.app(scope, receive, counted_send)
-
-
 async def _client_gone(receive) -> None:
     """Returns when the client disconnects (the body is already read, so only a disconnect comes)."""
     while True:
@@ -152,13 +106,20 @@ async def _client_gone(receive) -> None:
 
 def create_app(pipe, *, max_batch: int = 16, max_wait_ms: float = 10.0, queue: int = 64,
                timeout_s: float = 120.0, max_images: int = 16, max_body: int = MAX_BODY,
-               warmup: bool = True, close_pipeline: bool = False, on_ready=None) -> FastAPI:
+               read_timeout_s: float = 10.0, warmup: bool = True, close_pipeline: bool = False,
+               on_ready=None) -> FastAPI:
     """An ASGI app serving `pipe` (a gtr Pipeline, or anything with its generate_items / plan / config).
 
     max_batch: images per sampling call; max_wait_ms: how long the oldest request waits for company;
     queue: requests that may wait (more: 503); timeout_s: per request, from arrival (then 503);
     max_images: num_images limit of one request; warmup: one image before serving; on_ready(): called
-    once the app is ready (the server prints its address there)."""
+    once the app is ready (the server prints its address there); read_timeout_s: to send a body (then 408).
+    Each number is checked against its range in gtr.inputs (InputError)."""
+    for name, value, r in (("max_batch", max_batch, inputs.BATCH), ("max_wait_ms", max_wait_ms, inputs.MAX_WAIT_MS),
+                           ("queue", queue, inputs.QUEUE), ("timeout_s", timeout_s, inputs.TIMEOUT_S),
+                           ("max_images", max_images, inputs.BATCH), ("read_timeout_s", read_timeout_s,
+                                                                      inputs.READ_TIMEOUT_S)):
+        r.check(value, name)
     metrics = Metrics(queue_depth=lambda: batcher.depth, queue_images=lambda: batcher.waiting_images,
                       busy=lambda: int(batcher.busy))  # read at scrape time
     config = pipe.config
@@ -166,9 +127,8 @@ def create_app(pipe, *, max_batch: int = 16, max_wait_ms: float = 10.0, queue: i
     plans = pipe.plans if isinstance(pipe.plans, dict) else {}
     default_plan = next(iter(plans), None)
 
-    def run(items, plan, cfg, temperature, **progress):  # in the batcher's worker thread: sampling, PNGs
-        return [_png(p) for p in pipe.generate_items(items, plan=plan, cfg=cfg, temperature=temperature,
-                                                     **progress)]
+    def run(items, plan, cfg, temperature):  # in the batcher's worker thread: sampling, then the PNGs
+        return [_png(p) for p in pipe.generate_items(items, plan=plan, cfg=cfg, temperature=temperature)]
 
     batcher = Batcher(run, max_batch=max_batch, max_wait_s=max_wait_ms / 1000.0, queue_size=queue,
                       metrics=metrics)
@@ -240,9 +200,8 @@ def create_app(pipe, *, max_batch: int = 16, max_wait_ms: float = 10.0, queue: i
 
     @app.post("/v1/generate", openapi_extra={"requestBody": {"required": True, "content": {
               "application/json": {"schema": schema}}}},
-              responses={200: {"content": {"image/png": {}, "application/json": {}, "text/event-stream": {}},
-                                "description": "a PNG (Accept: image/png), step events then the JSON "
-                                               "(Accept: text/event-stream), else JSON with base64 PNGs"},
+              responses={200: {"content": {"image/png": {}, "application/json": {}},
+                                "description": "a PNG (Accept: image/png), else JSON with base64 PNGs"},
                          400: {"description": "malformed JSON"}, 406: {"description": "PNG for several images"},
                          413: {"description": "body too large"}, 422: {"description": "bad value"},
                          503: {"description": "queue full, timed out or shutting down (Retry-After)"}})
@@ -258,8 +217,7 @@ def create_app(pipe, *, max_batch: int = 16, max_wait_ms: float = 10.0, queue: i
         if req.num_images > max_images:
             return _error(422, f"num_images: at most {max_images} per request (got {req.num_images})")
         accept = request.headers.get("accept", "")
-        want_events = "text/event-stream" in accept
-        want_png = "image/png" in accept and "application/json" not in accept and not want_events
+        want_png = "image/png" in accept and "application/json" not in accept
         if want_png and req.num_images > 1:
             return _error(406, "a PNG answer holds one image: ask for JSON (Accept: application/json) "
                                "for num_images > 1")
@@ -270,19 +228,14 @@ def create_app(pipe, *, max_batch: int = 16, max_wait_ms: float = 10.0, queue: i
             return _error(422, str(e))
         key = (plan.name, plan.cfg, plan.temperature)
         items = [(req.class_, req.seed, i) for i in range(req.num_images)]
-        feed = StepFeed() if want_events else None
         try:
-            job = batcher.submit(key, items, on_step=feed.on_step if feed else None)
+            job = batcher.submit(key, items)
         except QueueFull as e:
             metrics.rejected.inc(reason="queue_full")
             return _error(503, f"busy: {e}; retry later", {"Retry-After": retry_after})
         except Draining as e:
             metrics.rejected.inc(reason="shutting_down")
             return _error(503, str(e), {"Retry-After": retry_after})
-        if want_events:
-            feed.watch(job.future)
-            return StreamingResponse(stream(feed, job, arrived, req, plan), media_type="text/event-stream",
-                                     headers={**EVENT_HEADERS, "X-Gtr-Plan": plan.name})
 
         gone = asyncio.ensure_future(_client_gone(request.receive))
         try:
@@ -297,55 +250,27 @@ def create_app(pipe, *, max_batch: int = 16, max_wait_ms: float = 10.0, queue: i
                 return _error(499, "client closed the request")  # nobody reads it
             batcher.cancel(job, "timeout")
             return _error(503, f"timed out after {timeout_s:g} s", {"Retry-After": retry_after})
-        status, data, pngs = answer(job, arrived, req, plan)
-        if status != 200:
-            return _error(status, data["error"])
-        headers = {"X-Gtr-Plan": plan.name, "X-Gtr-Seconds": f"{data['timings']['total_s']:.4f}",
-                   "X-Gtr-Batch-Size": ",".join(map(str, job.batch_sizes))}
-        if want_png:
-            return Response(pngs[0], media_type="image/png", headers=headers)
-        return JSONResponse(data, headers=headers)
-
-    def answer(job, arrived, req, plan) -> tuple[int, dict, list | None]:
-        """(status, JSON body, PNGs) of a finished job."""
         try:
             pngs = job.future.result()
         except GtrError as e:  # the request was checked above; reaching here means the bundle refused it
-            return 422, {"error": str(e).strip().splitlines()[0]}, None
+            return _error(422, str(e))
         except Exception as e:  # noqa: BLE001 - a bug
-            log.error("sampling failed for %s", job.items[:1], exc_info=e)
-            return 500, {"error": "internal error (a bug in gtr serve; the traceback is in the server log)"}, None
+            log.error("sampling failed for %s", items[:1], exc_info=e)
+            return _error(500, "internal error (a bug in gtr serve; the traceback is in the server log)")
         total = time.perf_counter() - arrived
         queued = (job.started - job.arrived) if job.started is not None else 0.0
         metrics.latency.observe(total)
         timings = {"queue_s": round(queued, 4), "sample_s": round(job.sample_seconds, 4), "total_s": round(total, 4)}
-        return 200, {
+        headers = {"X-Gtr-Plan": plan.name, "X-Gtr-Seconds": f"{total:.4f}",
+                   "X-Gtr-Batch-Size": ",".join(map(str, job.batch_sizes))}
+        if want_png:
+            return Response(pngs[0], media_type="image/png", headers=headers)
+        return JSONResponse({
             "images": [base64.b64encode(p).decode("ascii") for p in pngs],
             "class": req.class_, "seed": req.seed, "num_images": req.num_images,
             "plan": {"name": plan.name, "cfg": plan.cfg, "temperature": plan.temperature},
             "batch_sizes": job.batch_sizes, "timings": timings,
-        }, pngs
+        }, headers=headers)
 
-    async def stream(feed, job, arrived, req, plan):
-        """The events of a queued job (gtr/serve/events.py): its steps, then its answer; the same
-        timeout as a JSON request; a client that goes away takes its job out of the queue."""
-        try:
-            while (left := timeout_s - (time.perf_counter() - arrived)) > 0:
-                try:
-                    step = await feed.next(min(left, KEEPALIVE_S))
-                except asyncio.TimeoutError:
-                    yield KEEPALIVE
-                    continue
-                if step is None:
-                    status, data, _ = answer(job, arrived, req, plan)
-                    yield sse("result", data) if status == 200 else sse("error", {**data, "status": status})
-                    return
-                yield sse("step", {"plan": plan.name, "step": step[0], "steps": step[1]})
-            batcher.cancel(job, "timeout")
-            yield sse("error", {"error": f"timed out after {timeout_s:g} s", "status": 503})
-        finally:
-            if not job.future.done():
-                batcher.cancel(job, "client_gone")
-
-    app.add_middleware(_Guard, metrics=metrics, max_body=max_body)
+    app.add_middleware(Guard, metrics=metrics, max_body=max_body, read_timeout_s=read_timeout_s, routes=ROUTES)
     return app
