@@ -1,7 +1,8 @@
 """The HTTP app: FastAPI routes over one Pipeline and one Batcher.
 
     POST /v1/generate   {class, seed, plan?, cfg?, temperature?, num_images?} -> PNG (Accept: image/png)
-                        or JSON {images: [base64 PNG], plan, timings, ...}
+                        or JSON {images: [base64 PNG], plan, timings, ...}, or with Accept:
+                        text/event-stream a step event per AR step, then that JSON (gtr/serve/events.py)
     GET  /v1/model      model, precision, plans, class names, limits
     GET  /health        200 {"status": "ok"}; 503 while shutting down
     GET  /metrics       Prometheus text
@@ -23,7 +24,7 @@ from importlib import resources
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gtr import inputs
@@ -32,6 +33,8 @@ from gtr.configs import check_classes
 from gtr.errors import GtrError, PlanError, RequestError
 from gtr.serve.batcher import Batcher, Draining, QueueFull
 from gtr.serve.guard import Guard
+from gtr.serve.events import HEADERS as EVENT_HEADERS
+from gtr.serve.events import KEEPALIVE, KEEPALIVE_S, StepFeed, sse
 from gtr.serve.metrics import CONTENT_TYPE, Metrics
 from gtr.serve.page import PAGE
 
@@ -127,8 +130,9 @@ def create_app(pipe, *, max_batch: int = 16, max_wait_ms: float = 10.0, queue: i
     plans = pipe.plans if isinstance(pipe.plans, dict) else {}
     default_plan = next(iter(plans), None)
 
-    def run(items, plan, cfg, temperature):  # in the batcher's worker thread: sampling, then the PNGs
-        return [_png(p) for p in pipe.generate_items(items, plan=plan, cfg=cfg, temperature=temperature)]
+    def run(items, plan, cfg, temperature, **progress):  # in the batcher's worker thread: sampling, PNGs
+        return [_png(p) for p in pipe.generate_items(items, plan=plan, cfg=cfg, temperature=temperature,
+                                                     **progress)]
 
     batcher = Batcher(run, max_batch=max_batch, max_wait_s=max_wait_ms / 1000.0, queue_size=queue,
                       metrics=metrics)
@@ -200,8 +204,9 @@ def create_app(pipe, *, max_batch: int = 16, max_wait_ms: float = 10.0, queue: i
 
     @app.post("/v1/generate", openapi_extra={"requestBody": {"required": True, "content": {
               "application/json": {"schema": schema}}}},
-              responses={200: {"content": {"image/png": {}, "application/json": {}},
-                                "description": "a PNG (Accept: image/png), else JSON with base64 PNGs"},
+              responses={200: {"content": {"image/png": {}, "application/json": {}, "text/event-stream": {}},
+                                "description": "a PNG (Accept: image/png), step events then the JSON "
+                                               "(Accept: text/event-stream), else JSON with base64 PNGs"},
                          400: {"description": "malformed JSON"}, 406: {"description": "PNG for several images"},
                          413: {"description": "body too large"}, 422: {"description": "bad value"},
                          503: {"description": "queue full, timed out or shutting down (Retry-After)"}})
@@ -217,7 +222,8 @@ def create_app(pipe, *, max_batch: int = 16, max_wait_ms: float = 10.0, queue: i
         if req.num_images > max_images:
             return _error(422, f"num_images: at most {max_images} per request (got {req.num_images})")
         accept = request.headers.get("accept", "")
-        want_png = "image/png" in accept and "application/json" not in accept
+        want_events = "text/event-stream" in accept
+        want_png = "image/png" in accept and "application/json" not in accept and not want_events
         if want_png and req.num_images > 1:
             return _error(406, "a PNG answer holds one image: ask for JSON (Accept: application/json) "
                                "for num_images > 1")
@@ -228,14 +234,19 @@ def create_app(pipe, *, max_batch: int = 16, max_wait_ms: float = 10.0, queue: i
             return _error(422, str(e))
         key = (plan.name, plan.cfg, plan.temperature)
         items = [(req.class_, req.seed, i) for i in range(req.num_images)]
+        feed = StepFeed() if want_events else None
         try:
-            job = batcher.submit(key, items)
+            job = batcher.submit(key, items, on_step=feed.on_step if feed else None)
         except QueueFull as e:
             metrics.rejected.inc(reason="queue_full")
             return _error(503, f"busy: {e}; retry later", {"Retry-After": retry_after})
         except Draining as e:
             metrics.rejected.inc(reason="shutting_down")
             return _error(503, str(e), {"Retry-After": retry_after})
+        if want_events:
+            feed.watch(job.future)
+            return StreamingResponse(stream(feed, job, arrived, req, plan), media_type="text/event-stream",
+                                     headers={**EVENT_HEADERS, "X-Gtr-Plan": plan.name})
 
         gone = asyncio.ensure_future(_client_gone(request.receive))
         try:
@@ -250,27 +261,55 @@ def create_app(pipe, *, max_batch: int = 16, max_wait_ms: float = 10.0, queue: i
                 return _error(499, "client closed the request")  # nobody reads it
             batcher.cancel(job, "timeout")
             return _error(503, f"timed out after {timeout_s:g} s", {"Retry-After": retry_after})
+        status, data, pngs = answer(job, arrived, req, plan)
+        if status != 200:
+            return _error(status, data["error"])
+        headers = {"X-Gtr-Plan": plan.name, "X-Gtr-Seconds": f"{data['timings']['total_s']:.4f}",
+                   "X-Gtr-Batch-Size": ",".join(map(str, job.batch_sizes))}
+        if want_png:
+            return Response(pngs[0], media_type="image/png", headers=headers)
+        return JSONResponse(data, headers=headers)
+
+    def answer(job, arrived, req, plan) -> tuple[int, dict, list | None]:
+        """(status, JSON body, PNGs) of a finished job."""
         try:
             pngs = job.future.result()
         except GtrError as e:  # the request was checked above; reaching here means the bundle refused it
-            return _error(422, str(e))
+            return 422, {"error": str(e).strip().splitlines()[0]}, None
         except Exception as e:  # noqa: BLE001 - a bug
-            log.error("sampling failed for %s", items[:1], exc_info=e)
-            return _error(500, "internal error (a bug in gtr serve; the traceback is in the server log)")
+            log.error("sampling failed for %s", job.items[:1], exc_info=e)
+            return 500, {"error": "internal error (a bug in gtr serve; the traceback is in the server log)"}, None
         total = time.perf_counter() - arrived
         queued = (job.started - job.arrived) if job.started is not None else 0.0
         metrics.latency.observe(total)
         timings = {"queue_s": round(queued, 4), "sample_s": round(job.sample_seconds, 4), "total_s": round(total, 4)}
-        headers = {"X-Gtr-Plan": plan.name, "X-Gtr-Seconds": f"{total:.4f}",
-                   "X-Gtr-Batch-Size": ",".join(map(str, job.batch_sizes))}
-        if want_png:
-            return Response(pngs[0], media_type="image/png", headers=headers)
-        return JSONResponse({
+        return 200, {
             "images": [base64.b64encode(p).decode("ascii") for p in pngs],
             "class": req.class_, "seed": req.seed, "num_images": req.num_images,
             "plan": {"name": plan.name, "cfg": plan.cfg, "temperature": plan.temperature},
             "batch_sizes": job.batch_sizes, "timings": timings,
-        }, headers=headers)
+        }, pngs
+
+    async def stream(feed, job, arrived, req, plan):
+        """The events of a queued job (gtr/serve/events.py): its steps, then its answer; the same
+        timeout as a JSON request; a client that goes away takes its job out of the queue."""
+        try:
+            while (left := timeout_s - (time.perf_counter() - arrived)) > 0:
+                try:
+                    step = await feed.next(min(left, KEEPALIVE_S))
+                except asyncio.TimeoutError:
+                    yield KEEPALIVE
+                    continue
+                if step is None:
+                    status, data, _ = answer(job, arrived, req, plan)
+                    yield sse("result", data) if status == 200 else sse("error", {**data, "status": status})
+                    return
+                yield sse("step", {"plan": plan.name, "step": step[0], "steps": step[1]})
+            batcher.cancel(job, "timeout")
+            yield sse("error", {"error": f"timed out after {timeout_s:g} s", "status": 503})
+        finally:
+            if not job.future.done():
+                batcher.cancel(job, "client_gone")
 
     app.add_middleware(Guard, metrics=metrics, max_body=max_body, read_timeout_s=read_timeout_s, routes=ROUTES)
     return app
