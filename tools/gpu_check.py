@@ -8,9 +8,9 @@ It needs torch (CUDA build for the GPU run) and, for (c) on the GPU, CuPy and cu
 (with the reason) / failed:
 
   a  reference: the PyTorch reference on the device against the CPU, on the official fixture
-     (shared/fixtures/official_mar) and mar-tiny: token error and image PSNR (gtr.runtime.fidelity).
+     (tests/fixtures/official_mar) and mar-tiny: token error and image PSNR (gtr.runtime.fidelity).
   b  speed, side by side, warm-up excluded (torch.cuda.Event on the GPU): the official sampler
-     (shared/anchors/official_mar, imported from there at run time, never copied into gtr) 64 steps
+     (the LTH14/mar checkout $GTR_OFFICIAL_MAR names, imported from there at run time) 64 steps
      against the torch reference's mar-64 and gtr plans; MAR-B/L/H random weights, fp32 and bf16
      autocast, batch 1 and 32. Entries run smallest first until the time budget is spent.
   c  gtr.runtime.trt.cuda and the TensorRT head loop's capture/replay (gtr.runtime.trt.head_loop) with a
@@ -20,7 +20,7 @@ It needs torch (CUDA build for the GPU run) and, for (c) on the GPU, CuPy and cu
      tensorrt against the CPU image, and tests/test_tensorrt_gpu.py.
 
 Writes <out>/gpu_check.json and <out>/gpu_check.md (a table). Exit status 1 if a section failed.
-The official sampler needs timm 0.9.12 importable (put its source on --vendor, default shared/vendor,
+The official sampler needs timm 0.9.12 importable (put its source on --vendor
 when it is not installed); tqdm and scipy, imported by that code but not used when sampling, get
 stand-ins when missing (said in the JSON).
 """
@@ -40,7 +40,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SHARED = Path(os.environ.get("GTR_SHARED", ROOT / "shared" if (ROOT / "shared").is_dir() else ROOT.parent / "shared"))
 
 import numpy as np  # noqa: E402
 
@@ -101,7 +100,7 @@ def section_reference(ctx) -> dict:
     from gtr.runtime.sampler import sample
     from gtr.tiny.model import load_tiny
 
-    fixtures = SHARED / "fixtures" / "official_mar"
+    fixtures = ROOT / "tests" / "fixtures" / "official_mar"
     models = {}
     if (fixtures / "mar_small.pth").is_file():
         mar = load_mar("mar-test", fixtures / "mar_small.pth")
@@ -132,11 +131,11 @@ def section_reference(ctx) -> dict:
 
 # ----------------------------------------------------------------------------------------------- b: speed
 
-def _official_imports(vendor: Path) -> list[str]:
+def _official_imports(vendor: Path | None) -> list[str]:
     """Make the official code importable: --vendor on sys.path; stand-ins for tqdm and scipy.stats when
     missing (imported at the top of models/mar.py, unused when sampling). Returns the stand-ins made."""
     import importlib.util
-    if vendor.is_dir() and str(vendor) not in sys.path:
+    if vendor is not None and vendor.is_dir() and str(vendor) not in sys.path:
         sys.path.insert(0, str(vendor))
     made = []
     if importlib.util.find_spec("tqdm") is None:
@@ -151,8 +150,8 @@ def _official_imports(vendor: Path) -> list[str]:
         sys.modules.update({"scipy": scipy, "scipy.stats": stats})
         made.append("scipy.stats")
     if importlib.util.find_spec("timm") is None:
-        raise Skip(f"timm is not importable: put timm 0.9.12's source in {vendor} (pip download timm==0.9.12 "
-                   f"--no-deps, unzip it there)")
+        raise Skip("timm is not importable: pip install --no-deps timm==0.9.12, or unzip its source (pip download "
+                   "timm==0.9.12 --no-deps) into a folder given as --vendor")
     return made
 
 
@@ -179,11 +178,11 @@ def section_speed(ctx) -> dict:
 
     device, sizes, clock = ctx["device"], ctx["sizes"], Clock(ctx["device"])
     deadline = time.perf_counter() + ctx["speed_budget_s"]
-    official_path = SHARED / "anchors" / "official_mar"
+    official_path = os.environ.get("GTR_OFFICIAL_MAR")
     try:
-        stubs = _official_imports(Path(ctx["vendor"]))
+        stubs = _official_imports(Path(ctx["vendor"]) if ctx["vendor"] else None)
         from gtr.bench.official import OfficialRunner
-        official_why = None if official_path.is_dir() else f"no official code at {official_path}"
+        official_why = None if official_path else "set GTR_OFFICIAL_MAR to a checkout of LTH14/mar"
     except Skip as e:
         stubs, official_why = [], str(e)
     rows = []
@@ -482,7 +481,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     ap.add_argument("--out", default="gpu-check", help="folder for gpu_check.json and gpu_check.md")
-    ap.add_argument("--vendor", default=str(SHARED / "vendor"), help="folder with timm's source, if not installed")
+    ap.add_argument("--vendor", help="folder with timm's source, if not installed")
     ap.add_argument("--budget", type=float, default=None, help="seconds for the speed section (default by device)")
     ap.add_argument("--sections", default="a,b,c,d", help="which of a,b,c,d to run")
     args = ap.parse_args(argv)

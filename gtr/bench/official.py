@@ -5,8 +5,8 @@ It is imported from the checkout at run time (`import_official`, also used by
 tools/make_official_fixtures.py). Its `sample_tokens` runs the baseline MAR loop (num_iter AR steps,
 `num_sampling_steps` diffusion steps each), so it stands beside gtr's `mar-N` plans only. The time
 split wraps its encoder and decoder passes (backbone) and `diffloss.sample` (head). The official code
-moves the tensors it makes with `.cuda()`; while it runs here those calls leave them on the CPU, where
-the weights are (`cuda_calls_stay_on_cpu`).
+moves the tensors it makes with `.cuda()`; while it runs here those calls leave them where they were made,
+beside the weights: on the CPU, or on the caller's default device (`cuda_calls_stay_on_cpu`).
 """
 from __future__ import annotations
 
@@ -94,7 +94,8 @@ def import_official(path, *names: str) -> list[types.ModuleType]:
 
 @contextlib.contextmanager
 def cuda_calls_stay_on_cpu():
-    """While the official code runs, `tensor.cuda()` returns the tensor itself (its weights are on the CPU)."""
+    """While the official code runs, `tensor.cuda()` returns the tensor itself, which was made where the weights
+    are (the CPU, or the default device of a `with torch.device(...)` around the run)."""
     import torch
     cuda = torch.Tensor.cuda
     torch.Tensor.cuda = lambda self, *args, **kwargs: self
