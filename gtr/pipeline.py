@@ -138,8 +138,8 @@ class Pipeline:
 
     @staticmethod
     def _bar(total: int, desc: str, progress: bool):
-        from tqdm import tqdm
-        return tqdm(total=total, desc=desc, unit="img", leave=False, disable=None if progress else True)
+        from gtr.runtime.progress import progress_bar  # a bar on a terminal, one line per call elsewhere
+        return progress_bar(total, desc, "img", enabled=progress)
 
     def generate_items(self, items, plan: str | None = None, cfg: float | None = None,
                        temperature: float | None = None, progress=None) -> np.ndarray:

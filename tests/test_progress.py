@@ -81,3 +81,16 @@ def test_gtr_run_into_a_pipe_prints_one_line_per_sampling_call(bundle, tmp_path)
     lines = [l for l in r.stderr.splitlines() if l.startswith("mar-4 ")]
     assert [l.split(": ", 1)[1].split(" (")[0] for l in lines] == ["1/3 img", "2/3 img", "3/3 img"], r.stderr
     assert "\r" not in r.stderr
+
+
+def test_gtr_check_shows_each_step_time(bundle):
+    """gtr-check says how long each step took: the reference build, each backend's sampling, in all."""
+    import re
+    pytest.importorskip("torch")
+    from cli_helpers import run
+    r = run("check", bundle, "-c", 1)
+    assert r.exit_code == 0, r.output
+    assert re.search(r"^built the reference in \d+\.\d s$", r.output, re.M), r.output
+    assert re.search(r"^mar-4: token max error .* -> PASS \(ONNX Runtime \d+\.\d s, PyTorch reference \d+\.\d s\)$",
+                     r.output, re.M), r.output
+    assert re.search(r"^checked 1 plan\(s\) in \d+\.\d s \(building the reference \d+\.\d s\)$", r.output, re.M)
