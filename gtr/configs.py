@@ -141,7 +141,7 @@ REGISTRY: dict[str, MARConfig] = {
     "mar-b": _official("mar-b", 768, 12, 12, 6, 1024, 2.9),
     "mar-l": _official("mar-l", 1024, 16, 16, 8, 1280, 3.0),
     "mar-h": _official("mar-h", 1280, 20, 16, 12, 1536, 3.2),
-    # The config of shared/fixtures/official_mar (small random weights, official layout).
+    # The config of tests/fixtures/official_mar (small random weights, official layout).
     "mar-test": MARConfig(name="mar-test", encoder_embed_dim=96, encoder_depth=3, encoder_num_heads=6,
                           decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=6,
                           diffloss_d=3, diffloss_w=192, vae=VAEConfig(ch=32)),
