@@ -1,4 +1,4 @@
-"""The README's and docs' examples do not write into one another's folders: a gtr-run --outdir folder
+"""The examples of the README, docs/, examples/ and every command's --help do not write into one another's folders: a gtr-run --outdir folder
 belongs to one run (a second, different run there is refused), so two examples that share a folder
 fail for whoever runs both. The same run's workers and its --npz step may share it."""
 import re
@@ -41,12 +41,22 @@ def test_the_collector_tells_runs_apart():
     assert len(found["fid"]) == 1 and len(found["samples"]) == 2
 
 
+def _texts():
+    """(where, text) of every page and of every command's --help (its examples)."""
+    from gtr.cli import main
+    from cli_helpers import run
+    for page in PAGES:
+        yield str(page.relative_to(ROOT)), page.read_text(encoding="utf-8")
+    for name in main.commands:
+        yield f"gtr-{name} --help", run(name, "--help").output
+
+
 def test_no_two_examples_share_a_folder():
     owners: dict[str, dict[str, str]] = {}
-    for page in PAGES:
-        for folder, runs in runs_by_folder(page.read_text(encoding="utf-8")).items():
+    for where, text in _texts():
+        for folder, runs in runs_by_folder(text).items():
             for run in runs:
-                owners.setdefault(folder, {}).setdefault(run, str(page.relative_to(ROOT)))
+                owners.setdefault(folder, {}).setdefault(run, where)
     shared = {folder: runs for folder, runs in owners.items() if len(runs) > 1}
     assert not shared, f"examples that write into the same folder: {shared}"
     assert owners, "no --outdir example found: the collector is broken"

@@ -60,9 +60,9 @@ def run_cmd(bundle, classes, all_classes, num_images, seed, plan_name, cfg, temp
     Examples:
       gtr-run mar-tiny-fp32.plan --class 3 -o three.png
       gtr-run mar-tiny-fp32.plan -c 0 -c 1 -c 2 -n 4 --grid -o grid.png
-      gtr-run mar-l-fp16.plan --class 88 --plan mar-64 -n 8 --outdir samples/
-      gtr-run mar-l-fp16.plan --all-classes -n 50 --outdir samples/ --shard 0/4    # worker 0 of 4
-      gtr-run mar-l-fp16.plan --all-classes -n 50 --outdir samples/ --npz samples.npz
+      gtr-run mar-l-fp16.plan --class 88 --plan mar-64 -n 8 --outdir class88/
+      gtr-run mar-l-fp16.plan --all-classes -n 50 --outdir mar-l-50k/ --shard 0/4    # worker 0 of 4
+      gtr-run mar-l-fp16.plan --all-classes -n 50 --outdir mar-l-50k/ --npz mar-l-50k.npz
     """
     from gtr.pipeline import Pipeline, PipelineError
     from gtr.runtime.images import make_grid, save_png
