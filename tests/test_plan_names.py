@@ -101,3 +101,9 @@ def test_every_suite_row_is_a_named_plan(suite):
 def test_an_unknown_name_says_where_the_names_are():
     line = one_line_error(run("plan", "show", "gtr-nope"))
     assert "unknown plan 'gtr-nope'" in line and "gtr-plan list" in line
+
+
+def test_the_commands_page_lists_every_named_plan():
+    from gtr.plan.builders import NAMED
+    page = (ROOT / "docs" / "commands.md").read_text(encoding="utf-8")
+    assert not [name for name in NAMED if f"`{name}`" not in page]
