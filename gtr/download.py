@@ -4,7 +4,10 @@ Files land where gtr-export looks for them: $GTR_HOME/<model>/checkpoint-last.pt
 A transfer goes to <file>.part (resumed with an HTTP Range request when it is there; a 206 answer must
 start at the requested byte, else the partial file is discarded and the transfer starts over), is
 checked against the size the server announced and renamed into place; the sha256 of the finished file
-is recorded beside it (<file>.sha256, `sha256sum -c` format) and every later run verifies it. One
+is recorded beside it (<file>.sha256, `sha256sum -c` format) and every later run verifies it. The sha256
+is recorded from what arrived, so it proves the file unchanged since, not that it is the official one:
+that is what the size and format check is for (SIZES: a file far from its size, or not a checkpoint,
+is refused before it is kept, and again when a recorded file is verified). One
 process at a time works on a folder's files (an flock on the folder): a second one stops with one line.
 Standard library only (urllib), so it works where torch is not installed.
 """
@@ -101,10 +104,12 @@ def not_the_file(d: Download, path: Path) -> str | None:
 def state(d: Download) -> str:
     """What is on disk for d and what a download would do, in words (for --dry-run)."""
     if d.dest.is_file():
+        if not d.checksum.is_file():
+            return "present (placed by hand, not verified)"
         wrong = not_the_file(d, d.dest)
         if wrong:
             return f"present but not the official file ({wrong}): delete it and download it again"
-        return "present, sha256 recorded" if d.checksum.is_file() else "present (placed by hand, not verified)"
+        return "present, sha256 recorded"
     from gtr.runtime.files import check_writable
     try:
         check_writable(d.dest.parent, folder=True)
