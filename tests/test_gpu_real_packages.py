@@ -14,3 +14,13 @@ def test_tensorrt_and_cuda_code_against_the_real_packages(name):
             env_extra={"GTR_REAL_SET": name})
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
     assert " passed" in r.stdout and "skipped" not in r.stdout and "failed" not in r.stdout, r.stdout[-2000:]
+
+
+@pytest.mark.parametrize("name", TENSORRT_SETS)
+def test_gpu_tests_get_as_far_as_the_missing_gpu(name):
+    """tests/test_tensorrt_gpu.py with the real TensorRT and cuda-bindings imports, checks the version and
+    skips for the one thing missing here: the GPU."""
+    folder = require(name)
+    r = run(folder, ["-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/test_tensorrt_gpu.py"])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "1 skipped" in r.stdout and "no NVIDIA GPU (CUDA device) here" in r.stdout, r.stdout[-2000:]

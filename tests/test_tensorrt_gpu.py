@@ -117,21 +117,22 @@ def test_mar_tiny_images_match_onnxruntime(mar_tiny):
     trt.close()
 
 
-def test_head_loop_cuda_graph_replays_exactly(mar_tiny):
-    """The device loop (eager on its first run, a CUDA graph after) against plain engine calls."""
+def test_head_loop_cuda_graph_replays_within_the_bundle_tolerance(mar_tiny):
+    """The device loop (eager on its first run, a CUDA graph after) against plain engine calls. Replays
+    and eager runs are compared by the bundle's rule (gtr.runtime.fidelity: images PSNR >= its bar, and
+    the runtime's own first-replay check), not bit for bit."""
+    from gtr.runtime.fidelity import image_psnr, sample_passes, token_error
     from gtr.runtime.sampler import sample
     from gtr.runtime.trt.backend import TensorRTComponents
     b = read_bundle(mar_tiny)
     trt = TensorRTComponents(b)
     plan = b.plans()["gtr"]
-    kw = dict(token_dim=b.config.token_dim, num_classes=b.config.num_classes, decode=False)
+    kw = dict(token_dim=b.config.token_dim, num_classes=b.config.num_classes)
     notes = []
     trt.log = notes.append
-    first, second, third = (sample(trt, plan, [5], 1, **kw).tokens for _ in range(3))
+    first, second, third = (sample(trt, plan, [5], 1, **kw) for _ in range(3))
     assert any(loop.graph is not None for loop in trt._loops.values()), f"no head loop was captured: {notes}"
-    assert notes == []  # every first replay matched its eager run (issue 20 item 3)
-    np.testing.assert_array_equal(second, third)
-    np.testing.assert_allclose(second, first, rtol=0, atol=1e-5)
+    assert notes == []  # every first replay matched its eager run
 
     class PlainCalls:  # the same engines without `diffuse`: one head_step call at a time
         def __getattr__(self, name):
@@ -139,8 +140,10 @@ def test_head_loop_cuda_graph_replays_exactly(mar_tiny):
                 raise AttributeError(name)
             return getattr(trt, name)
 
-    plain = sample(PlainCalls(), plan, [5], 1, **kw).tokens
-    np.testing.assert_allclose(second, plain, rtol=0, atol=1e-4)
+    plain = sample(PlainCalls(), plan, [5], 1, **kw)
+    for replayed, eager in ((third, second), (second, first), (third, plain)):
+        psnr = image_psnr(replayed.images, eager.images)
+        assert sample_passes(b.precision, psnr, token_error(replayed.tokens, eager.tokens)), psnr
     trt.close()
 
 
