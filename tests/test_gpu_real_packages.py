@@ -22,5 +22,5 @@ def test_gpu_tests_get_as_far_as_the_missing_gpu(name):
     skips for the one thing missing here: the GPU."""
     folder = require(name)
     r = run(folder, ["-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/test_tensorrt_gpu.py"])
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert r.returncode in (0, 5), r.stdout[-3000:] + r.stderr[-2000:]  # 5: pytest ran no test (all skipped)
     assert "1 skipped" in r.stdout and "no NVIDIA GPU (CUDA device) here" in r.stdout, r.stdout[-2000:]
