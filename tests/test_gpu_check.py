@@ -43,5 +43,11 @@ def test_gpu_check_on_cpu(tmp_path):
 
     # d: GPU backends are skipped with the reason; the table exists
     assert sec["d_backends"]["status"] == "skipped" and sec["d_backends"]["reason"]
+    # what make test checks without a GPU: named tests that exist, and the versions they install
+    without = report["verified_without_gpu"]
+    assert all((ROOT / path).is_file() for path in without.values())
+    from real_gpu_packages import SETS
+    pinned = [p.split("==")[1] for s in SETS.values() for p in s["pip"] if p.startswith(("tensorrt-", "onnxruntime"))]
+    assert all(any(v in k for k in without) for v in pinned), (pinned, list(without))
     md = (tmp_path / "gpu_check.md").read_text()
     assert "| c_head_loop | ok |" in md and "## Speed" in md

@@ -19,6 +19,13 @@ It needs torch (CUDA build for the GPU run) and, for (c) on the GPU, CuPy and cu
   d  if onnxruntime's CUDA provider or TensorRT is importable: gtr-run --device cuda / --backend
      tensorrt against the CPU image, and tests/test_tensorrt_gpu.py.
 
+What no longer needs a GPU (run by `make test`, listed in the report as `verified_without_gpu`): gtr's
+TensorRT and CUDA code against the real TensorRT 10.1 and 11.4 bindings and cuda-bindings 12.9 and 13.4
+(every name and call signature it uses, the stand-ins' names, version branches, the no-GPU errors),
+onnxruntime-gpu 1.31 without CUDA libraries (the CPU fallback's one note, --device cuda's one error), and
+every exported graph against onnx-tensorrt's operator table. What still needs a GPU is what this script
+and tests/test_tensorrt_gpu.py do: building and running engines, capture and replay, device numerics.
+
 Writes <out>/gpu_check.json and <out>/gpu_check.md (a table). Exit status 1 if a section failed.
 The official sampler needs timm 0.9.12 importable (put its source on --vendor
 when it is not installed); tqdm and scipy, imported by that code but not used when sampling, get
@@ -452,6 +459,19 @@ def _versions() -> dict:
     return out
 
 
+# Checked in `make test` without a GPU (tests/real_gpu_packages.py installs the real packages): what this
+# script need not repeat, and what its GPU sections add to.
+WITHOUT_GPU = {
+    "tensorrt 10.1.0 + cuda-bindings 12.9 (tensorrt-cu12-bindings)": "tests/test_gpu_real_packages.py",
+    "tensorrt 11.4.0.106 + cuda-bindings 13.4 (tensorrt-cu13-bindings)": "tests/test_gpu_real_packages.py",
+    "onnxruntime-gpu 1.31.1 without CUDA libraries: CPU fallback note, --device cuda error":
+        "tests/test_gpu_ort_fallback.py",
+    "exported graphs vs onnx-tensorrt's operator table (TensorRT 10.1)": "tests/test_trt_onnx_support.py",
+}
+NEEDS_GPU = ["engines built and run (tests/test_tensorrt_gpu.py, section d)", "CUDA-graph capture and replay "
+             "on a device (section c)", "device numerics and speed (sections a, b)"]
+
+
 def markdown(report: dict) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v)
     lines = [f"# gtr GPU check: {report['device_name']}", "",
@@ -466,6 +486,8 @@ def markdown(report: dict) -> str:
             replay = sec["replay"]
             summary = f"captured {replay['captured']}, replay vs numpy {replay['max_error_vs_numpy']:.1e}"
         lines.append(f"| {name} | {sec['status']} | {sec.get('seconds', 0):.1f} | {summary} |")
+    lines += ["", "Checked without a GPU in `make test`: " + "; ".join(WITHOUT_GPU) + ". Needs a GPU: "
+              + "; ".join(NEEDS_GPU) + "."]
     speed = report["sections"].get("b_speed", {}).get("rows", [])
     if speed:
         cols = sorted({k for r in speed for k in r if k not in ("model", "precision", "batch")})
@@ -496,7 +518,8 @@ def main(argv=None) -> int:
            "speed_budget_s": args.budget if args.budget is not None else sizes["budget_s"]}
     t0 = time.perf_counter()
     report = {"device": args.device, "device_name": torch.cuda.get_device_name() if args.device == "cuda"
-              else platform.processor() or platform.machine(), "versions": _versions(), "sections": {}}
+              else platform.processor() or platform.machine(), "versions": _versions(), "sections": {},
+              "verified_without_gpu": WITHOUT_GPU, "needs_gpu": NEEDS_GPU}
     wanted = set(args.sections.split(","))
     for key, name, fn in (("a", "a_reference", section_reference), ("b", "b_speed", section_speed),
                           ("c", "c_head_loop", section_head_loop), ("d", "d_backends", section_backends)):
