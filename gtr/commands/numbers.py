@@ -102,7 +102,7 @@ class ClassList(click.ParamType):
         try:
             return parse_classes(value)
         except GtrError as e:
-            self.fail(str(e), param, ctx)
+            self.fail(str(e).removeprefix("--calib-classes: "), param, ctx)
 
     @staticmethod
     def example(v) -> str:
