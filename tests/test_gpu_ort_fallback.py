@@ -5,11 +5,12 @@ one error line. The CLI runs in a subprocess with onnxruntime-gpu first on the p
 admit one CUDA major each, and the documented GPU test install holds one onnxruntime build."""
 import mmap
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
+
+tomllib = pytest.importorskip("tomllib", reason="tomllib not installed (Python 3.11 or newer)")
+Requirement = pytest.importorskip("packaging.requirements", reason="packaging not installed").Requirement
 
 from real_gpu_packages import require, run
 
