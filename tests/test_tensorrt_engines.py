@@ -37,7 +37,7 @@ def manifest_inputs(config, graph):
 
 
 def select(profiles, symbols):
-    """The runtime's rule (tensorrt_backend._Engine.profile_for), on symbols: exact opt first, else spanning."""
+    """The runtime's rule (gtr.runtime.trt.backend._Engine.profile_for), on symbols: exact opt first, else spanning."""
     for i, p in enumerate(profiles):
         if p.opt == symbols:
             return i
