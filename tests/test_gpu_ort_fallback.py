@@ -49,6 +49,11 @@ def test_device_cuda_is_one_error_line(ort_gpu, bundle, tmp_path):
     lines = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith("gtr:")]
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert lines[0].startswith("Error: device cuda: onnxruntime 1.31.1 cannot start its CUDA provider (libcublasLt")
+    code = ("import gtr, sys\nfrom gtr.errors import DeviceError\ntry:\n    gtr.load(sys.argv[1], device='cuda')\n"
+            "except DeviceError as e:\n    print('load:', e)\n")
+    r = run(ort_gpu, ["-c", code, bundle])  # gtr.load says so when it loads, not at the first call
+    assert r.stdout.startswith("load: device cuda: onnxruntime 1.31.1 cannot start its CUDA provider"), r.stdout + r.stderr
+    assert not ORT_LOG.search(r.stderr), r.stderr[-2000:]
 
 
 @pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider' is not in available provider names")

@@ -34,7 +34,10 @@ def _onnx(bundle, device: str, threads):
     from gtr.runtime.providers import providers
     chosen = providers(device)  # first: says in one line when onnxruntime is not installed
     from gtr.runtime.onnx_backend import OnnxComponents
-    return OnnxComponents(bundle, providers=chosen, threads=threads, require_cuda=device == "cuda")
+    comps = OnnxComponents(bundle, providers=chosen, threads=threads, require_cuda=device == "cuda")
+    if device == "cuda":
+        comps.session("backbone")  # a CUDA provider that cannot start is a DeviceError now, not at the first call
+    return comps
 
 
 def make_components(bundle, backend: str = "auto", device: str = "auto", threads: int | None = None,
