@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass
 
 from gtr.errors import GtrError
@@ -35,12 +36,12 @@ class Range:
         return f"a number in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}]"
 
     def holds(self, value) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy scalars are Real too
             return False
-        if isinstance(value, float) and not math.isfinite(value):
-            return False
-        if self.integer and not (isinstance(value, int) or value.is_integer()):
-            return False
+        if not isinstance(value, numbers.Integral):
+            value = float(value)
+            if not math.isfinite(value) or (self.integer and not value.is_integer()):
+                return False
         return (self.lo < value if self.lo_open else self.lo <= value) and value <= self.hi
 
     def check(self, value, name: str):

@@ -256,3 +256,83 @@ def test_fuzzed_checkpoints_give_checkpoint_errors(checkpoints, tmp_path, suffix
         if kind in ("truncate", "garbage"):
             assert outcome == "CheckpointError", kind
     print(f"\n{suffix}: {dict(sorted(counts.items()))}")
+
+
+# ------------------------------------------------------------------------------- run records, plan files
+
+FILE_MUTANTS = 600
+
+
+def _mutate(rng, data: bytes) -> bytes:
+    out = bytearray(data)
+    kind = rng.integers(5)
+    if kind == 0:
+        out[rng.integers(len(out))] ^= 1 << int(rng.integers(8))
+    elif kind == 1:
+        del out[rng.integers(len(out)):]
+    elif kind == 2:
+        start = int(rng.integers(len(out)))
+        out[start:start + int(rng.integers(1, 40))] = rng.bytes(int(rng.integers(1, 40)))
+    elif kind == 3:
+        out += rng.bytes(int(rng.integers(1, 40)))
+    else:
+        out = bytearray(rng.bytes(int(rng.integers(0, 200))))
+    return bytes(out)
+
+
+def _crafted_json(rng, d):
+    """A JSON value with one field somewhere replaced by a bogus value (numbers huge, NaN-like, wrong types)."""
+    d = json.loads(json.dumps(d))
+    node = d
+    while True:
+        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+        if not keys:
+            return d
+        key = keys[rng.integers(len(keys))]
+        if isinstance(node[key], (dict, list)) and node[key] and rng.random() < 0.6:
+            node = node[key]
+            continue
+        node[key] = (BOGUS + [10 ** 20, -(10 ** 20), 1e308, "nan", "", [10 ** 6] * 3])[rng.integers(len(BOGUS) + 6)]
+        return d
+
+
+def test_fuzzed_run_records_give_input_errors(tmp_path):
+    from gtr.inputs import InputError
+    from gtr.runtime.outdir import read_record
+    record = {"batch": 2, "bundle": "656c793304114de4", "num_images": 3, "seed": 0,
+              "plan": build_plan("mar-4", CONFIG.grid).to_dict()}
+    data = json.dumps(record, indent=1, sort_keys=True).encode()
+    assert read_record(data, "r.json") == record and read_record(b"", "r.json") is None
+    rng = np.random.default_rng(SEED)
+    outcomes = Counter()
+    for i in range(FILE_MUTANTS):
+        mutant = _mutate(rng, data) if i % 2 else json.dumps(_crafted_json(rng, record)).encode()
+        try:
+            got = read_record(mutant, "D/gtr-run.json")
+            outcomes["read"] += 1
+            assert got is None or isinstance(got, dict)
+        except InputError as e:
+            assert str(e).startswith("D/gtr-run.json: ") and "\n" not in str(e), str(e)
+            outcomes["InputError"] += 1
+    print(f"\nrun records: {dict(outcomes)}")
+    assert outcomes["InputError"] > FILE_MUTANTS // 4
+
+
+def test_fuzzed_plan_files_give_plan_errors(tmp_path):
+    from gtr.plan import PlanError
+    from gtr.plan.builders import build_plan as build
+    plan = build_plan("gtr", CONFIG.grid, cfg=2.0, cache_every=2)
+    data = plan.to_json().encode()
+    path = tmp_path / "plan.json"
+    rng = np.random.default_rng(SEED)
+    outcomes = Counter()
+    for i in range(FILE_MUTANTS):
+        path.write_bytes(_mutate(rng, data) if i % 2 else json.dumps(_crafted_json(rng, plan.to_dict())).encode())
+        try:
+            build(str(path), CONFIG.grid)
+            outcomes["read"] += 1
+        except PlanError as e:
+            assert "\n" not in str(e), str(e)
+            outcomes["PlanError"] += 1
+    print(f"\nplan files: {dict(outcomes)}")
+    assert outcomes["PlanError"] > FILE_MUTANTS // 2

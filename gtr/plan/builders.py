@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from gtr.inputs import read_json
+from gtr.inputs import GRID_SIDE, read_json
 
 from .fts import fts_top_k
 from .plan import Group, PlanError, SamplingPlan, Step
@@ -346,6 +346,8 @@ def build_plan(name_or_path: str, grid=(16, 16), **overrides) -> SamplingPlan:
     grid = _grid(grid)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     name = str(name_or_path)
+    if len(grid) != 2 or not all(GRID_SIDE.holds(g) for g in grid):  # before a builder lays out the grid
+        raise PlanError(f"plan {name!r}: each grid side must be {GRID_SIDE.describe()}, got {str(grid):.60}")
 
     if name in NAMED or re.fullmatch(r"mar-\d+", name):
         preset = NAMED.get(name) or Preset("mar", dict(num_steps=int(name[4:]), diffusion_steps=100), "")

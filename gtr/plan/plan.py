@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from gtr.errors import PlanError  # noqa: F401  (re-exported: defined with the other error types)
-from gtr.inputs import CFG, TEMPERATURE
+from gtr.inputs import CFG, GRID_SIDE, TEMPERATURE
 
 ROLES = ("all", "fts_top", "fts_rest")
 CFG_SCHEDULES = ("linear", "constant")
@@ -167,6 +167,8 @@ class SamplingPlan:
             fail("name must be a non-empty string")
         if len(self.grid) != 2 or min(self.grid) < 1:
             fail(f"grid must be two positive integers, got {self.grid}")
+        if not all(GRID_SIDE.holds(g) for g in self.grid):  # before anything the size of the grid is made
+            fail(f"each grid side must be {GRID_SIDE.describe()}, got {str(self.grid):.60}")
         L = self.seq_len
 
         # stages partition 0..L-1
