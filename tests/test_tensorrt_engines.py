@@ -23,7 +23,7 @@ from gtr.runtime.trt.profiles import MAX_PROFILES, Profile, derive_profiles, inp
 
 from tiny_export_model import TINY  # noqa: E402  (tests/ is on sys.path under pytest)
 from cli_helpers import one_line_error, run
-from trt_fakes import stub_builder_tensorrt
+from trt_builder_fakes import stub_builder_tensorrt
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 needs_no_tensorrt = pytest.mark.skipif(HAVE_TENSORRT, reason="checks the errors where TensorRT is NOT installed")

@@ -13,6 +13,7 @@ import pytest
 import tensorrt as trt
 from cuda.bindings import runtime as rt
 
+import trt_builder_fakes
 import trt_fakes
 import trt_names
 from real_gpu_packages import SETS
@@ -74,10 +75,10 @@ def _public(cls) -> set:
 
 def test_tensorrt_stand_ins_have_only_real_names():
     fake = trt_fakes.fake_tensorrt(trt_fakes.FakeCudart())
-    builder = trt_fakes.stub_builder_tensorrt()
+    builder = trt_builder_fakes.stub_builder_tensorrt()
     for module in (fake, builder):
         for name, value in vars(module).items():
-            if name.startswith("_") or name in trt_fakes.KNOBS:
+            if name.startswith("_") or name in trt_fakes.KNOBS | trt_builder_fakes.KNOBS:
                 continue
             assert hasattr(trt, name), f"the stand-in tensorrt has {name}; TensorRT {trt.__version__} does not"
             if isinstance(value, trt_fakes._Enum):
@@ -86,9 +87,10 @@ def test_tensorrt_stand_ins_have_only_real_names():
             elif isinstance(value, type):
                 extra = _public(value) - set(dir(getattr(trt, name)))
                 assert not extra, f"stand-in trt.{name} offers {sorted(extra)}, which TensorRT {trt.__version__} lacks"
-    for fake_name, real_name in trt_fakes.REAL_CLASSES.items():
-        extra = _public(getattr(trt_fakes, fake_name)) - set(dir(getattr(trt, real_name)))
-        assert not extra, f"{fake_name} offers {sorted(extra)}, which {real_name} lacks in TensorRT {trt.__version__}"
+    for fakes in (trt_fakes, trt_builder_fakes):
+        for fake_name, real_name in fakes.REAL_CLASSES.items():
+            extra = _public(getattr(fakes, fake_name)) - set(dir(getattr(trt, real_name)))
+            assert not extra, f"{fake_name} offers {sorted(extra)}, which {real_name} lacks in TensorRT {trt.__version__}"
 
 
 def test_cuda_stand_in_answers_like_the_real_bindings():
