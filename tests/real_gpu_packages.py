@@ -3,8 +3,9 @@
 Each set is a `pip install --no-deps --target` folder under the test cache ($GTR_TEST_CACHE, default
 .cache/gpu-packages in the checkout), made once and reused while its specification is unchanged:
 
-    trt10-cu12   TensorRT 10.1 bindings (the oldest gtr supports) + cuda-python / cuda-bindings 12.9
-    trt11-cu13   TensorRT 11.4 bindings (the newest) + cuda-python / cuda-bindings 13
+    trt10-cu12     TensorRT 10.1 bindings (the oldest gtr supports) + cuda-python / cuda-bindings 12.9
+    trt10.16-cu13  TensorRT 10.16 bindings (the newest 10.x) + cuda-python / cuda-bindings 13.4
+    trt11-cu13     TensorRT 11.4 bindings (the newest) + cuda-python / cuda-bindings 13.4
     ort-gpu      onnxruntime-gpu 1.31 (a CUDA 13 build), without the CUDA libraries it loads
 
 The TensorRT sets get what the bindings link against: stand-in libnvinfer, libnvinfer_plugin and
@@ -33,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SETS = {
     "trt10-cu12": {"pip": ["tensorrt-cu12-bindings==10.1.0", "cuda-python==12.9.10", "cuda-bindings~=12.9.10",
                            "cuda-pathfinder==1.9.1"], "tensorrt_major": 10},
+    "trt10.16-cu13": {"pip": ["tensorrt-cu13-bindings==10.16.1.11", "cuda-python==13.4.4", "cuda-bindings~=13.4.4",
+                              "cuda-pathfinder==1.9.1"], "tensorrt_major": 10},
     "trt11-cu13": {"pip": ["tensorrt-cu13-bindings==11.4.0.106", "cuda-python==13.4.4", "cuda-bindings~=13.4.4",
                            "cuda-pathfinder==1.9.1"], "tensorrt_major": 11},
     "ort-gpu": {"pip": ["onnxruntime-gpu==1.31.1"]},

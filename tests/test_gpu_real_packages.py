@@ -1,6 +1,6 @@
 """gtr's TensorRT and CUDA code against the real packages, without a GPU: tests/real_gpu/check_tensorrt.py
-runs in each real set of tests/real_gpu_packages.py (TensorRT 10.1 + cuda-python 12.9, TensorRT 11.4 +
-cuda-python 13), in a subprocess with that set first on the path. The first run installs the sets
+runs in each real set of tests/real_gpu_packages.py (TensorRT 10.1 + cuda-python 12.9, TensorRT 10.16 and
+11.4 + cuda-python 13.4), in a subprocess with that set first on the path. The first run installs the sets
 from the package index (about a minute); later runs reuse them."""
 import pytest
 

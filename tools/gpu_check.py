@@ -20,10 +20,10 @@ It needs torch (CUDA build for the GPU run) and, for (c) on the GPU, CuPy and cu
      tensorrt against the CPU image, and tests/test_tensorrt_gpu.py.
 
 What no longer needs a GPU (run by `make test`, listed in the report as `verified_without_gpu`): gtr's
-TensorRT and CUDA code against the real TensorRT 10.1 and 11.4 bindings and cuda-bindings 12.9 and 13.4
-(every name and call signature it uses, the stand-ins' names, version branches, the no-GPU errors),
-onnxruntime-gpu 1.31 without CUDA libraries (the CPU fallback's one note, --device cuda's one error), and
-every exported graph against onnx-tensorrt's operator table. What still needs a GPU is what this script
+TensorRT and CUDA code against the real TensorRT 10.1, 10.16 and 11.4 bindings and cuda-bindings 12.9
+and 13.4 (every name and call signature it uses, the stand-ins' names, version branches, the no-GPU
+errors), onnxruntime-gpu 1.31 without CUDA libraries (the CPU fallback's one note, --device cuda's one
+error), and every exported graph against onnx-tensorrt's operator table. What still needs a GPU is what this script
 and tests/test_tensorrt_gpu.py do: building and running engines, capture and replay, device numerics.
 
 Writes <out>/gpu_check.json and <out>/gpu_check.md (a table). Exit status 1 if a section failed.
@@ -463,6 +463,7 @@ def _versions() -> dict:
 # script need not repeat, and what its GPU sections add to.
 WITHOUT_GPU = {
     "tensorrt 10.1.0 + cuda-bindings 12.9 (tensorrt-cu12-bindings)": "tests/test_gpu_real_packages.py",
+    "tensorrt 10.16.1.11 + cuda-bindings 13.4 (tensorrt-cu13-bindings)": "tests/test_gpu_real_packages.py",
     "tensorrt 11.4.0.106 + cuda-bindings 13.4 (tensorrt-cu13-bindings)": "tests/test_gpu_real_packages.py",
     "onnxruntime-gpu 1.31.1 without CUDA libraries: CPU fallback note, --device cuda error":
         "tests/test_gpu_ort_fallback.py",
