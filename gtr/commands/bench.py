@@ -34,7 +34,7 @@ BENCH_BACKENDS = (BACKENDS[0], "torch", *BACKENDS[1:])
               help="Backends to time (repeatable). Default: onnxruntime, plus torch (the PyTorch reference on the "
                    "same weights) when torch is installed, plus tensorrt when TensorRT is installed.")
 @click.option("--official", type=click.Path(file_okay=False, exists=True),
-              help="Also time the official MAR code in this checkout (e.g. ../shared/anchors/official_mar) on the "
+              help="Also time the official MAR code in this checkout of LTH14/mar (e.g. $GTR_OFFICIAL_MAR) on the "
                    "same weights, for each mar-N plan; needs torch and timm 0.9.12.")
 @click.option("--batch", "batches", type=Ints(inputs.BATCH), default="1,4,16,64", show_default=True,
               help="Batch sizes of the sweep (comma-separated); throughput is reported for each.")
@@ -69,7 +69,7 @@ def bench_cmd(bundles, model, checkpoint, vae, random_weights, precisions, plan_
     \b
     Examples:
       gtr-bench --model mar-test --checkpoint mar_small.pth --vae kl16_small.ckpt --cfg 3 \\
-          --official ../shared/anchors/official_mar --batch 1 --threads 2 --tokens-only
+          --official "$GTR_OFFICIAL_MAR" --batch 1 --threads 2 --tokens-only
       gtr-bench --model mar-b --random-weights --precision fp32 --precision int8 --plan gtr --plan mar-64
       gtr-bench mar-tiny-fp32.plan --backend onnxruntime --batch 1,8
     """

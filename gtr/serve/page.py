@@ -62,7 +62,7 @@ PAGE = r"""<!doctype html>
     </div>
     <div class="row">
       <div><label for="temperature">Temperature</label><input id="temperature" type="number" min="0" max="10" step="0.05"></div>
-      <div><label for="cfg">CFG</label><input id="cfg" type="number" min="0" max="100" step="0.1" placeholder="each plan's"></div>
+      <div><label for="cfg">CFG</label><input id="cfg" type="number" min="1" max="100" step="0.1" placeholder="each plan's"></div>
     </div>
     <button id="go" type="submit">Generate</button>
   </form>
