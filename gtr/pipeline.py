@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gtr import inputs
 from gtr.configs import check_classes
 from gtr.errors import EngineError, PipelineError  # noqa: F401  (PipelineError: re-exported)
 from gtr.plan.noise import image_seed
@@ -67,6 +68,8 @@ class Pipeline:
                  rebuild: bool = False, log=stderr_line):
         from gtr.runtime.backends import check_choice, make_components
         check_choice(device, backend)
+        if threads is not None:  # the same bound as --threads, before any session is made
+            threads = inputs.THREADS.check(threads, "threads")
         self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
         if rebuild and backend != "onnxruntime" and device != "cpu":
             self.bundle = _rebuild_engines(self.bundle, backend, log)

@@ -66,3 +66,13 @@ def test_coefficient_columns_are_defined_once():
     coef = dict((n, s) for n, _, s in io_specs(MAR_TINY)["head"][0])["coef"]
     call = step_calls(build_plan("mar-4", MAR_TINY.grid), 0, 1).head[0]
     assert coef == ["r", len(COEF_COLUMNS)] and call.coef.shape == (call.rows, len(COEF_COLUMNS))
+
+
+def test_load_bounds_threads_like_the_flag(tmp_path):
+    """gtr.load(threads=N) takes the --threads range (1..1024) before it reads the bundle or makes a session."""
+    import pytest
+    import gtr
+    from gtr.inputs import InputError
+    for bad in (0, 100_000, float("nan"), 2.5):
+        with pytest.raises(InputError, match="threads must be an integer in 1..1024"):
+            gtr.load(tmp_path / "missing.plan", threads=bad)
