@@ -224,3 +224,13 @@ def test_set_device_in_a_thread_without_a_gpu():
     t.start()
     t.join()
     assert errors == ["no CUDA device 0 (this machine has 0)"]
+
+
+def test_cuda_values_gtr_reads():
+    """What gtr.runtime.trt.cuda reads from results: a device's name, major and minor; a stream handle as
+    the integer TensorRT takes; an error as something gtr compares with cudaSuccess."""
+    prop = rt.cudaDeviceProp()
+    assert all(hasattr(prop, a) for a in ("name", "major", "minor"))
+    assert int(rt.cudaStream_t(0)) == 0 and isinstance(rt.cudaStream_t(0), rt.cudaStream_t)
+    err = rt.cudaGetDeviceCount()[0]
+    assert err != rt.cudaError_t.cudaSuccess and isinstance(rt.cudaGetErrorName(err)[1], bytes)
