@@ -113,8 +113,12 @@ def test_gpu_extras_admit_one_cuda_major_each(ort_gpu):
                 assert req.name == f"tensorrt-cu{major}", (name, req)
             if req.name == "cuda-python":
                 assert req.specifier.contains(f"{major}.9") and not req.specifier.contains(f"{int(major) + 1}.0")
-    assert not Requirement(extras["gpu-cu12"][0]).specifier.contains("1.27.0")
-    assert Requirement(extras["gpu-cu12"][0]).specifier.contains("1.26.0")
+    # The CUDA major of PyPI's onnxruntime-gpu wheels (cp311, manylinux), read from the libcublasLt their
+    # CUDA provider links, as 1.31.1 above: 1.18 is still a CUDA 11 build.
+    built_for = {"1.18.1": "11", "1.19.0": "12", "1.26.0": "12", "1.27.0": "13", "1.31.1": "13"}
+    for name in ("gpu-cu12", "gpu-cu13"):
+        spec = Requirement(extras[name][0]).specifier
+        assert {v for v in built_for if spec.contains(v)} == {v for v, m in built_for.items() if name.endswith(m)}
 
 
 def test_gpu_test_install_holds_one_onnxruntime_build():
