@@ -73,7 +73,7 @@ def install_command(extras: list[str], with_torch: bool = False) -> str:
     """The pip command that installs `extras` ("runtime": the cpu build, with a word on the gpu one)."""
     names = ["cpu"] * ("runtime" in extras) + [e for e in extras if e != "runtime"]
     command = ("pip install " + TORCH_PIN + " && " if with_torch else "") + f"pip install 'gtr-mar[{','.join(names)}]'"
-    return command + (" (on a CUDA machine: gpu instead of cpu)" if "runtime" in extras else "")
+    return command + (" (on a CUDA machine: gpu-cu12 or gpu-cu13 instead of cpu)" if "runtime" in extras else "")
 
 
 def import_onnxruntime(what: str | None = None):

@@ -133,7 +133,7 @@ def test_bare_install_plans_and_inspects_and_names_the_runtime_to_install(bare, 
     assert "fewer FLOPs" in run.works("gtr-plan", "show", "gtr", "--model", "mar-tiny")
     run.works("gtr-build", bundle, "--dry-run")
     run.works("gtr", "download", "mar-b", "--dry-run")
-    run.one_line_error("pip install 'gtr-mar[cpu]' (on a CUDA machine: gpu instead of cpu)",
+    run.one_line_error("pip install 'gtr-mar[cpu]' (on a CUDA machine: gpu-cu12 or gpu-cu13 instead of cpu)",
                        "gtr-run", bundle, "--class", "3", "-o", "three.png")
     run.one_line_error(TORCH_STEP + "pip install 'gtr-mar[cpu,export]'", "gtr-export", "--model", "mar-tiny")
 

@@ -56,6 +56,7 @@ def test_json_round_trip_and_versions():
 
 def _with_modes(plan, new_modes):
     d = plan.to_dict()
+    d["version"] = 2  # per-step cond modes are a version-2 field
     for s, m in zip(d["steps"], new_modes):
         s["cond"] = m
     return d

@@ -23,10 +23,11 @@ def test_plan_show_prints_the_cache_and_its_flops():
 
 
 def test_plan_show_option_errors_are_one_line():
-    assert "cache_from = 16 leaves no step to cache" in one_line_error(
+    assert "--cache-from = 16 leaves no step to cache" in one_line_error(
         run("plan", "show", "gtr-lazy", "--cache-from", "16"))
-    assert "cache_stages must name stages in 1..3" in one_line_error(
-        run("plan", "show", "gtr-lazy", "--cache-stages", "0"))
+    assert "--cache-stages must name stages in 1..3, got [4]" in one_line_error(
+        run("plan", "show", "gtr-lazy", "--cache-stages", "4"))
+    assert "'--cache-stages'" in one_line_error(run("plan", "show", "gtr-lazy", "--cache-stages", "0"))
 
 
 def test_plan_json_file_keeps_the_cache(tmp_path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import types
 
-from trt_fakes import _Enum
+from trt_fakes import Logger, _Enum
 
 class StubConfig:
     """IBuilderConfig as far as gtr.engines.build uses it; records the flags cleared and the profiles."""
@@ -58,12 +58,6 @@ def stub_builder_tensorrt(inputs=(), version: str = "10.8.0.43"):
     trt.NetworkDefinitionCreationFlag = _Enum(STRONGLY_TYPED=0)
     trt.BuilderFlag = _Enum(TF32="TF32")
     trt.MemoryPoolType = _Enum(WORKSPACE="WORKSPACE")
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, level=2):
-            self.level = level
 
     class Builder:
         def __init__(self, logger):

@@ -28,6 +28,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+class Logger:
+    """TensorRT's Logger as the stand-ins offer it (shared by trt_fakes and trt_builder_fakes)."""
+    WARNING = 2
+
+    def __init__(self, level=2):
+        self.level = level
+
+
 class _Enum:
     def __init__(self, **members):
         for k, v in members.items():
@@ -319,12 +327,6 @@ def fake_tensorrt(rt: FakeCudart, version: str = "10.8.0.43", late_binding: bool
     trt.BuilderFlag = _Enum(TF32="TF32")
     trt.NetworkDefinitionCreationFlag = _Enum(STRONGLY_TYPED=1)
     trt.MemoryPoolType = _Enum(WORKSPACE="WORKSPACE")
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, level=2):
-            self.level = level
 
     class Runtime:
         def __init__(self, logger):

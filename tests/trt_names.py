@@ -170,14 +170,8 @@ def call_fits(params, n_positional: int, keywords) -> bool:
 
 def check_tensorrt(trt, uses: Uses) -> list[str]:
     """Every problem of `uses` against the real tensorrt module, one line each (empty: all there)."""
-    problems = []
-    for chain in sorted(uses.trt_chains):
-        obj = trt
-        for i, name in enumerate(chain):
-            if not hasattr(obj, name):
-                problems.append(f"trt.{'.'.join(chain[:i + 1])} does not exist in TensorRT {trt.__version__}")
-                break
-            obj = getattr(obj, name)
+    problems = [f"trt.{chain} does not exist in TensorRT {trt.__version__}"
+                for chain in missing_chains(trt, uses.trt_chains)]
     for (cls, attr), where in sorted(uses.members.items()):
         if not hasattr(getattr(trt, cls), attr):
             problems.append(f"{where}: {cls}.{attr} does not exist in TensorRT {trt.__version__}")
@@ -200,13 +194,18 @@ def check_tensorrt(trt, uses: Uses) -> list[str]:
     return problems
 
 
-def check_cuda(rt, uses: Uses) -> list[str]:
-    problems = []
-    for chain in sorted(uses.cuda_chains):
-        obj = rt
+def missing_chains(root, chains) -> list[str]:
+    """The first missing prefix (dotted) of each attribute chain under `root`, in sorted order."""
+    missing = []
+    for chain in sorted(chains):
+        obj = root
         for i, name in enumerate(chain):
             if not hasattr(obj, name):
-                problems.append(f"{'.'.join(chain[:i + 1])} does not exist in {rt.__name__}")
+                missing.append(".".join(chain[:i + 1]))
                 break
             obj = getattr(obj, name)
-    return problems
+    return missing
+
+
+def check_cuda(rt, uses: Uses) -> list[str]:
+    return [f"{chain} does not exist in {rt.__name__}" for chain in missing_chains(rt, uses.cuda_chains)]
