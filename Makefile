@@ -17,12 +17,14 @@ install: $(VENV)/.installed
 # uses, is stood in for by gtr.bench.official. --no-deps also skips pip's dependency check, and a re-run
 # removes timm first, so no install reports its missing torchvision. (gtr is the distribution's old name.)
 # Ray is for tests/test_scale_ray.py (the scale extra); where it cannot be installed that test skips.
+# PYTHONWARNINGS=ignore on the editable install hides setuptools' "Editable installation" banner, which
+# warns about a folder named like the package in the working directory: here that folder is the package.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip uninstall --quiet -y gtr timm 2>/dev/null || true
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]' huggingface_hub pyyaml
+	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e '.[dev]' huggingface_hub pyyaml
 	$(BIN)/pip install --quiet 'ray>=2.9' || echo "note: Ray not installable here; tests/test_scale_ray.py will skip"
 	$(BIN)/pip install --quiet --no-deps timm==0.9.12
 	touch $@
