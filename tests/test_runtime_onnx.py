@@ -245,3 +245,13 @@ def test_nocfg_on_cfg_graph_is_one_helper():
     assert head_graph({"head"}.__contains__, False) == "head"
     assert head_graph({"head", "head_nocfg"}.__contains__, False) == "head_nocfg"
     assert head_graph({"head_nocfg"}.__contains__, True) is None
+
+
+def test_head_loop_cut_follows_the_rows_not_the_threads():
+    """A sharded head loop splits in 2 until each of more shards gets HEAD_ROWS_PER_SHARD rows (a small
+    call pays a call per shard and diffusion step); unsharded graphs stay whole; threads play no part."""
+    from gtr.runtime.onnx_backend import CPU_SHARDS, HEAD_ROWS_PER_SHARD, head_shards
+    assert head_shards(1, 4096) == 1
+    assert [head_shards(CPU_SHARDS, r) for r in (1, 8, 2 * HEAD_ROWS_PER_SHARD, 3 * HEAD_ROWS_PER_SHARD - 1)] == [2] * 4
+    assert head_shards(CPU_SHARDS, 3 * HEAD_ROWS_PER_SHARD) == 3
+    assert head_shards(CPU_SHARDS, 64 * HEAD_ROWS_PER_SHARD) == CPU_SHARDS

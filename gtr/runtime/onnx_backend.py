@@ -18,8 +18,8 @@ GPU in CI); the CUDA path differs only in the device name given to OrtValue and 
 On the CPU, graphs with small weights (`SHARD_MAX_BYTES`) run as row shards on single-threaded
 sessions, up to one per thread at once, each over a part of the rows (the backbone's batch rows; the
 head loop's rows, each FTS group split evenly); at batch 1 this beats two threads sharing each small
-GEMM (README, Speed). How the rows are cut depends only on the bundle and the call (`CPU_SHARDS`,
-`BACKBONE_ROWS`), never on the threads, the core count or the affinity: a call of other rows can
+GEMM (docs/speed.md). How the rows are cut depends only on the bundle and the call (`CPU_SHARDS`,
+`BACKBONE_ROWS`, `head_shards`), never on the threads, the core count or the affinity: a call of other rows can
 round differently, so the same request gives the same bits on any machine with the same build.
 
 The device comes from each session's own providers (`session.get_providers()`), not from the ones
@@ -49,10 +49,20 @@ from gtr.runtime.sampler import call_arrays, row_shards
 CUDA = "CUDAExecutionProvider"
 SHARD_MAX_BYTES = 16 * 2**20  # graphs with weights up to this size run as row shards on the CPU (OnnxComponents)
 BACKBONE_ROWS = 4  # rows per backbone call when sharded (benchmarks/calls_cpu.py; README, Speed)
-CPU_SHARDS = 4  # row shards per sharded call: fixed, so the cut (and the bits) never depend on threads
+CPU_SHARDS = 4  # most row shards of a sharded call: set by the call (head_shards), never by the threads
+HEAD_ROWS_PER_SHARD = 16  # a head call splits into more than 2 shards only from 16 rows a shard on
+
 ORT_DEFAULT_SEVERITY = 2  # onnxruntime's default logger level (warning), restored after a CUDA session is made
 ORT_FATAL_ONLY = 4
 _LOGGER_LOCK = threading.Lock()  # the default logger is process-wide: one session creation at a time changes it
+
+
+def head_shards(shards: int, rows: int) -> int:
+    """Row shards of a sharded head loop of `rows` rows: at most `shards`, at least 2 (two cores stay busy),
+    more only where each gets HEAD_ROWS_PER_SHARD rows: every shard costs a call per diffusion step, which
+    dominates a small call (docs/speed.md; benchmarks/shards_cpu.py). The cut depends on the bundle and the
+    call only, never on the threads."""
+    return shards if shards <= 2 else min(shards, max(2, rows // HEAD_ROWS_PER_SHARD))
 
 
 def default_providers() -> list[str]:
@@ -236,7 +246,7 @@ class OnnxComponents:
         self.session(name)
         rows, t_all, coef_all, noise_all = call_arrays(calls, step_noise, R, c)
         z_c, z_u = z[:R], (z[R:] if cfg else None)
-        shards = row_shards([n.shape[1] for n in step_noise], self._shard_count(name))
+        shards = row_shards([n.shape[1] for n in step_noise], head_shards(self._shard_count(name), R))
         if len(shards) == 1:
             x[...] = self._head_loop(name, x, z_c, z_u, rows, t_all, coef_all, noise_all, cfg_weight)
             return x
