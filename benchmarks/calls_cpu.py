@@ -1,4 +1,4 @@
-"""Single graph calls on the CPU: the figures behind the runtime's thread choices (README, Speed).
+"""Single graph calls on the CPU: the figures behind the runtime's thread choices (docs/speed.md).
 
     python benchmarks/calls_cpu.py BUNDLE [--tokens 1,2,4,8,16,32] [--compare-tokens 8] [--batch 32]
 

@@ -4,18 +4,18 @@
 
 Samples the plan (tokens only, no decode) with three cuts of every head loop, interleaved round by
 round on the same threads: always 2 shards, always CPU_SHARDS (4), and the runtime's rule (at least 2,
-more only from HEAD_ROWS_PER_SHARD rows a shard). Prints the median seconds per image of each. Only
-bundles whose head fits SHARD_MAX_BYTES are sharded (mar-tiny, the fixture config).
+more only from HEAD_ROWS_PER_SHARD rows a shard). Prints the median seconds per image of each and its
+head loop's share (gtr.bench.timing). Only bundles whose head fits SHARD_MAX_BYTES are sharded
+(mar-tiny, the fixture config).
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
+from gtr.bench.timing import timed_sample
 from gtr.runtime import onnx_backend
 from gtr.runtime.bundle import read_bundle
-from gtr.runtime.sampler import sample
 
 RULE = onnx_backend.head_shards
 CUTS = {"2 shards": lambda shards, rows: min(shards, 2), "4 shards": lambda shards, rows: shards, "rule": RULE}
@@ -36,10 +36,7 @@ def main() -> None:
 
     def run(cut, seed):
         onnx_backend.head_shards = CUTS[cut]  # the loop reads it per call
-        t0 = time.perf_counter()
-        sample(comps, plan, labels, seed, token_dim=config.token_dim, num_classes=config.num_classes,
-               decode=False)
-        return (time.perf_counter() - t0) / args.batch
+        return timed_sample(comps, plan, labels, seed, config, decode=False)
 
     times = {cut: [] for cut in CUTS}
     try:
@@ -50,11 +47,11 @@ def main() -> None:
                 times[cut].append(run(cut, r + 1))
     finally:
         onnx_backend.head_shards = RULE
-    base = statistics.median(times["4 shards"])
+    per_image = {cut: statistics.median(t["total"] for t in ts) / args.batch for cut, ts in times.items()}
     for cut, ts in times.items():
-        med = statistics.median(ts)
-        print(f"{args.plan} batch {args.batch}, {args.threads} threads, {cut:8s}: {med:.4f} s/image "
-              f"({base / med:.2f}x the 4-shard cut)")
+        head = statistics.median(t["head"] for t in ts) / args.batch
+        print(f"{args.plan} batch {args.batch}, {args.threads} threads, {cut:8s}: {per_image[cut]:.4f} s/image, "
+              f"head {head:.4f} ({per_image['4 shards'] / per_image[cut]:.2f}x the 4-shard cut)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """INT8 Q/DQ graphs through onnxruntime.quantization (static quantization, QDQ format).
 
-What is quantized (`int8_nodes`), chosen by measurement (README, INT8 section):
+What is quantized (`int8_nodes`), chosen by measurement (docs/int8.md):
 
 * backbone: every MatMul with a constant weight, i.e. the attention projections (qkv, proj), the MLPs
   (fc1, fc2) and the token / decoder embedding projections. The attention products QK^T and AV
@@ -44,7 +44,7 @@ OPS = ("MatMul", "Gemm", "Conv")
 # gtr.export.head_graph, so it has no Gemm to exclude.)
 EXCLUDE = ("/input_proj/", "/final_layer/linear/")
 # VAE decoder Conv layers stay float: onnxruntime's CPU int8 conv (QLinearConv) needs Q/DQ on the conv
-# output and an int32 bias; with input-only Q/DQ the conv runs as dequantize + fp32 conv (README, INT8).
+# output and an int32 bias; with input-only Q/DQ the conv runs as dequantize + fp32 conv (docs/int8.md).
 VAE_INT8 = False
 PERCENTILE = 99.999
 # What the range collectors take ranges of: the outputs of the private Identity in front of each int8

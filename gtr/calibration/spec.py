@@ -11,8 +11,8 @@ from gtr.inputs import CALIB_SEEDS, CLASS
 
 # User-facing method name -> onnxruntime.quantization.CalibrationMethod member.
 METHODS = {"max": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
-DEFAULT_METHOD = "max"  # chosen by measured mar-tiny quality (README, INT8 section)
-DEFAULT_SEEDS = 1  # 10 images per plan: full-size int8 calibration is sampling-bound (README, Full-size models)
+DEFAULT_METHOD = "max"  # ONNX Runtime's MinMax; percentile and entropy calibrate several times slower (docs/int8.md)
+DEFAULT_SEEDS = 1  # 10 images per plan: full-size int8 calibration is sampling-bound (docs/full-size.md)
 DEFAULT_CLASSES = 10  # evenly spaced over the model's classes (all of them for a 10-class model)
 MAX_CLASSES = 100_000  # calibration classes of one export (each is sampled)
 SEED_BASE = 10_000  # calibration seeds 10000, 10001, ...: disjoint from the seeds evaluations use (0, 1, ...)

@@ -20,8 +20,8 @@ def _grid(grid) -> tuple[int, int]:
         h, w = (int(g) for g in grid)
     except (TypeError, ValueError):
         raise PlanError(f"grid must be (height, width), got {grid!r}") from None
-    if h < 1 or w < 1:
-        raise PlanError(f"grid must be positive, got {h}x{w}")
+    if not (GRID_SIDE.holds(h) and GRID_SIDE.holds(w)):  # before a builder lays out the grid
+        raise PlanError(f"each grid side must be {GRID_SIDE.describe()}, got {h}x{w}")
     return h, w
 
 
@@ -346,8 +346,6 @@ def build_plan(name_or_path: str, grid=(16, 16), **overrides) -> SamplingPlan:
     grid = _grid(grid)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     name = str(name_or_path)
-    if len(grid) != 2 or not all(GRID_SIDE.holds(g) for g in grid):  # before a builder lays out the grid
-        raise PlanError(f"plan {name!r}: each grid side must be {GRID_SIDE.describe()}, got {str(grid):.60}")
 
     if name in NAMED or re.fullmatch(r"mar-\d+", name):
         preset = NAMED.get(name) or Preset("mar", dict(num_steps=int(name[4:]), diffusion_steps=100), "")

@@ -165,10 +165,8 @@ class SamplingPlan:
 
         if not isinstance(self.name, str) or not self.name:
             fail("name must be a non-empty string")
-        if len(self.grid) != 2 or min(self.grid) < 1:
-            fail(f"grid must be two positive integers, got {self.grid}")
-        if not all(GRID_SIDE.holds(g) for g in self.grid):  # before anything the size of the grid is made
-            fail(f"each grid side must be {GRID_SIDE.describe()}, got {str(self.grid):.60}")
+        if len(self.grid) != 2 or not all(GRID_SIDE.holds(g) for g in self.grid):  # before grid-sized arrays
+            fail(f"grid must be two positive integers of at most {GRID_SIDE.hi}, got {str(self.grid):.60}")
         L = self.seq_len
 
         # stages partition 0..L-1
@@ -189,15 +187,12 @@ class SamplingPlan:
             fail(f"stages do not cover the grid: position {int(np.argmin(seen))} is in no stage")
 
         # scalar settings
-        if not (math.isfinite(self.cfg) and self.cfg >= 1.0):
-            fail(f"cfg must be >= 1, got {self.cfg}")
+        if not CFG.holds(self.cfg):
+            fail(f"cfg must be >= 1 and at most {CFG.hi:g}, got {self.cfg}")
         if self.cfg_schedule not in CFG_SCHEDULES:
             fail(f"cfg_schedule must be one of {', '.join(CFG_SCHEDULES)}, got {self.cfg_schedule!r}")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            fail(f"temperature must be > 0, got {self.temperature}")
-        for what, value, r in (("cfg", self.cfg, CFG), ("temperature", self.temperature, TEMPERATURE)):
-            if not r.holds(value):
-                fail(f"{what} must be {r.describe()}, got {value}")
+        if not TEMPERATURE.holds(self.temperature):
+            fail(f"temperature must be > 0 and at most {TEMPERATURE.hi:g}, got {self.temperature}")
         if not 0.0 <= self.fts_beta <= 1.0:
             fail(f"fts_beta must be in [0, 1], got {self.fts_beta}")
         if self.fts_select not in FTS_SELECT:

@@ -19,8 +19,9 @@ On the CPU, graphs with small weights (`SHARD_MAX_BYTES`) run as row shards on s
 sessions, up to one per thread at once, each over a part of the rows (the backbone's batch rows; the
 head loop's rows, each FTS group split evenly); at batch 1 this beats two threads sharing each small
 GEMM (docs/speed.md). How the rows are cut depends only on the bundle and the call (`CPU_SHARDS`,
-`BACKBONE_ROWS`, `head_shards`), never on the threads, the core count or the affinity: a call of other rows can
-round differently, so the same request gives the same bits on any machine with the same build.
+`BACKBONE_ROWS`, `head_shards`), never on the threads, the core count or the affinity: a call of
+other rows can round differently, so the same request gives the same bits on any machine with the
+same build.
 
 The device comes from each session's own providers (`session.get_providers()`), not from the ones
 asked for: onnxruntime falls back to the CPU when CUDA cannot start (missing libraries, no GPU), and
@@ -48,7 +49,7 @@ from gtr.runtime.sampler import call_arrays, row_shards
 
 CUDA = "CUDAExecutionProvider"
 SHARD_MAX_BYTES = 16 * 2**20  # graphs with weights up to this size run as row shards on the CPU (OnnxComponents)
-BACKBONE_ROWS = 4  # rows per backbone call when sharded (benchmarks/calls_cpu.py; README, Speed)
+BACKBONE_ROWS = 4  # rows per backbone call when sharded (benchmarks/calls_cpu.py; docs/speed.md)
 CPU_SHARDS = 4  # most row shards of a sharded call: set by the call (head_shards), never by the threads
 HEAD_ROWS_PER_SHARD = 16  # a head call splits into more than 2 shards only from 16 rows a shard on
 
@@ -121,7 +122,7 @@ class OnnxComponents:
         self.require_cuda = require_cuda
         # On the CPU, a graph whose weights stay in cache runs as row shards on single-threaded sessions,
         # one shard per thread at once (rows are independent: backbone rows, head rows through the whole
-        # loop); one thread per shard beats several threads on one small GEMM (README, gtr-bench). Each
+        # loop); one thread per shard beats several threads on one small GEMM (docs/speed.md). Each
         # shard reads all the weights, so a big graph (MAR-B) runs as one call whose GEMMs use the threads.
         threads_total = max(1, int(threads or usable_cpus()))
         members = bundle.manifest.get("members", {})
