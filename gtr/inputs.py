@@ -68,6 +68,7 @@ AR_STEPS = Range(1, 65_536)                  # AR steps or stages (then: at most
 GRID_SIDE = Range(1, 256)                    # tokens along one side of a plan's grid
 STAGES = Range(2, 65_536)                    # GtR stages (then: at most the grid's tokens)
 CALIB_SEEDS = Range(1, 1000)                 # calibration images per class
+CALIB_OTHER = Range(0, 100_000)              # calibration images of each plan after the first (0: all)
 MAX_WAIT_MS = Range(0, 60_000, integer=False)
 TIMEOUT_S = Range(0, 86_400, integer=False, lo_open=True)
 READ_TIMEOUT_S = Range(0, 3600, integer=False, lo_open=True)

@@ -65,6 +65,23 @@ def test_calibration_visits_every_static_shape_and_timestep(fp32_graphs, plans):
         check_coverage(only_mar, shapes, 1)
 
 
+def test_plans_after_the_first_sample_a_subset_that_still_covers_them(fp32_graphs, plans):
+    """The default plan gets every class x seed; each later plan the first `other_images` of that set, one
+    sampling call, which still visits every static shape; other_images=0 gives every plan the whole set."""
+    graphs, d = fp32_graphs
+    shapes = static_shapes(plans, 1)
+    spec = CalibrationSpec(classes=(0, 3, 5, 7), seeds=2).resolve(TINY.num_classes)
+    assert spec.other_images == 2 and len(spec.images(0)) == 8
+    assert spec.images(1) == [(10000, 0), (10000, 3)]
+    rec = record(fp32_sessions(graphs, str(d)), plans, spec, TINY.num_classes, TINY.token_dim)
+    assert rec.images == 8 + 2 * (len(plans) - 1)
+    check_coverage(rec, shapes, 1)
+    whole = CalibrationSpec(classes=(0, 3, 5, 7), seeds=2, other_images=0).resolve(TINY.num_classes)
+    assert all(len(whole.images(i)) == 8 for i in range(len(plans)))
+    with pytest.raises(CalibrationError, match="calib-other"):
+        CalibrationSpec(other_images=-1).resolve(TINY.num_classes)
+
+
 def _graph_proto(bundle, name, tmp_path):
     import onnx
     b = read_bundle(bundle)
@@ -115,6 +132,7 @@ def test_int8_bundle_is_smaller_records_calibration_and_is_deterministic(bundles
     cal = a.manifest["calibration"]
     assert cal["method"] == "max" and cal["classes"] == [0, 3] and cal["seeds"] == [10000]
     assert cal["plans"] == [p.name for p in plans] and cal["random_weights"] is True
+    assert cal["images_per_plan"] == {p.name: 2 for p in plans}  # 2 classes x 1 seed; the others' default is 2
     assert cal["library"] == "onnxruntime.quantization" and cal["library_version"]
     assert a.manifest["precision"] == "int8" and "calibration" not in f.manifest
     again = read_bundle(bundles["again"])

@@ -95,7 +95,7 @@ def calibrate_graphs(graphs: dict, config, plans, batch: int, spec: CalibrationS
         "plans": [p.name for p in plans],
         "classes": list(spec.classes),
         "seeds": spec.seed_values,
-        "images_per_plan": len(spec.classes) * spec.seeds,
+        "images_per_plan": {p.name: len(spec.images(i)) for i, p in enumerate(plans)},
         "random_weights": bool(random_weights),
         "library": "onnxruntime.quantization",
         "library_version": onnxruntime.__version__,

@@ -97,7 +97,7 @@ class Recorder:
 
 
 def record(sessions: dict, plans, spec, num_classes: int, token_dim: int, keep: bool = False, say=None) -> Recorded:
-    """Sample every plan for every seed and calibration class (IMAGES_PER_CALL classes per call), running
+    """Sample the images `spec.images` gives each plan (IMAGES_PER_CALL classes per call), running
     (and so recording) every graph input on `sessions` ({graph: session}; see the module docstring).
 
     keep: also keep every input in the result's `feeds` (memory grows with the images).
@@ -107,30 +107,32 @@ def record(sessions: dict, plans, spec, num_classes: int, token_dim: int, keep: 
 
     from gtr.runtime.sampler import sample
     rec = Recorded()
-    labels = list(spec.classes)
-    chunks = [labels[i:i + IMAGES_PER_CALL] for i in range(0, len(labels), IMAGES_PER_CALL)]
+    work = []  # (plan, seed, classes of one sampling call): the first plan on the whole set (spec.images)
+    for index, plan in enumerate(plans):
+        images = spec.images(index)
+        for seed in dict.fromkeys(s for s, _ in images):
+            labels = [c for s, c in images if s == seed]
+            work += [(plan, seed, labels[i:i + IMAGES_PER_CALL]) for i in range(0, len(labels), IMAGES_PER_CALL)]
     t0 = time.perf_counter()
-    calls = len(plans) * len(spec.seed_values) * len(chunks)
+    calls = len(work)
     done = 0
-    for plan in plans:
-        for seed in spec.seed_values:
-            for chunk in chunks:
-                last = [time.perf_counter()]
+    for plan, seed, chunk in work:
+        last = [time.perf_counter()]
 
-                def on_step(step, plan=plan, seed=seed, last=last, done=done):
-                    now = time.perf_counter()
-                    if say is not None and now - last[0] >= PROGRESS_SECONDS:
-                        last[0] = now
-                        say(f"  calibration: {plan.name} seed {seed}, call {done + 1}/{calls}: AR step "
-                            f"{step}/{plan.num_steps} ({now - t0:.0f} s{_rss()})")
+        def on_step(step, plan=plan, seed=seed, last=last, done=done):
+            now = time.perf_counter()
+            if say is not None and now - last[0] >= PROGRESS_SECONDS:
+                last[0] = now
+                say(f"  calibration: {plan.name} seed {seed}, call {done + 1}/{calls}: AR step "
+                    f"{step}/{plan.num_steps} ({now - t0:.0f} s{_rss()})")
 
-                sample(Recorder(sessions, len(chunk), rec, keep, on_step), plan, chunk, seed, token_dim=token_dim,
-                       num_classes=num_classes, decode="vae_decoder" in sessions)
-                rec.images += len(chunk)
-                done += 1
-                if say is not None:
-                    say(f"  calibration: sampled classes {', '.join(map(str, chunk))} along {plan.name}, seed {seed} "
-                        f"({done}/{calls}, {rec.images} image(s), {time.perf_counter() - t0:.1f} s{_rss()})")
+        sample(Recorder(sessions, len(chunk), rec, keep, on_step), plan, chunk, seed, token_dim=token_dim,
+               num_classes=num_classes, decode="vae_decoder" in sessions)
+        rec.images += len(chunk)
+        done += 1
+        if say is not None:
+            say(f"  calibration: sampled classes {', '.join(map(str, chunk))} along {plan.name}, seed {seed} "
+                f"({done}/{calls}, {rec.images} image(s), {time.perf_counter() - t0:.1f} s{_rss()})")
     return rec
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from gtr.errors import CalibrationError  # noqa: F401  (re-exported: defined with the other error types)
-from gtr.inputs import CALIB_SEEDS, CLASS
+from gtr.inputs import CALIB_OTHER, CALIB_SEEDS, CLASS
 
 # User-facing method name -> onnxruntime.quantization.CalibrationMethod member.
 METHODS = {"max": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
@@ -16,6 +16,10 @@ DEFAULT_SEEDS = 1  # 10 images per plan: full-size int8 calibration is sampling-
 DEFAULT_CLASSES = 10  # evenly spaced over the model's classes (all of them for a 10-class model)
 MAX_CLASSES = 100_000  # calibration classes of one export (each is sampled)
 SEED_BASE = 10_000  # calibration seeds 10000, 10001, ...: disjoint from the seeds evaluations use (0, 1, ...)
+# Images of each plan after the first (the bundle's default plan gets the whole set): one sampling call
+# (collect.IMAGES_PER_CALL), which visits every static shape of the plan. A long plan (mar-64, 100-step
+# chains) cost most of a full-size int8 export's time when it sampled the whole set (docs/int8.md).
+DEFAULT_OTHER_IMAGES = 2
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,7 @@ class CalibrationSpec:
     classes: tuple | None = None  # None: DEFAULT_CLASSES evenly spaced
     seeds: int = DEFAULT_SEEDS
     method: str = DEFAULT_METHOD
+    other_images: int = DEFAULT_OTHER_IMAGES  # images of each plan after the first; 0: the whole set
 
     def resolve(self, num_classes: int) -> "CalibrationSpec":
         """A copy with the classes filled in; raises CalibrationError on a request that cannot run."""
@@ -31,6 +36,9 @@ class CalibrationSpec:
         if not CALIB_SEEDS.holds(self.seeds) or not isinstance(self.seeds, int):
             raise CalibrationError(f"--calib-seeds must be {CALIB_SEEDS.describe()} (images per class), "
                                    f"got {self.seeds!r}")
+        if not CALIB_OTHER.holds(self.other_images) or not isinstance(self.other_images, int):
+            raise CalibrationError(f"--calib-other must be {CALIB_OTHER.describe()} (images of each plan after "
+                                   f"the first), got {self.other_images!r}")
         if self.classes is None:
             k = min(DEFAULT_CLASSES, num_classes)
             classes = tuple(sorted({round(i * (num_classes - 1) / max(k - 1, 1)) for i in range(k)}))
@@ -46,11 +54,19 @@ class CalibrationSpec:
         if len(set(classes)) != len(classes):
             twice = sorted(c for c, n in Counter(classes).items() if n > 1)
             raise CalibrationError(f"calibration classes repeat: {', '.join(map(str, twice[:5]))}")
-        return CalibrationSpec(classes, self.seeds, self.method)
+        return CalibrationSpec(classes, self.seeds, self.method, self.other_images)
 
     @property
     def seed_values(self) -> list[int]:
         return [SEED_BASE + i for i in range(self.seeds)]
+
+    def images(self, plan_index: int) -> list[tuple[int, int]]:
+        """(seed, class) of every image calibration samples along the plan at `plan_index` of the export:
+        the whole set (classes x seeds) for the first plan, the first `other_images` of it for the others."""
+        full = [(seed, c) for seed in self.seed_values for c in self.classes]
+        if plan_index == 0 or not self.other_images:
+            return full
+        return full[:self.other_images]
 
 
 def parse_classes(text: str | None) -> tuple | None:

@@ -31,6 +31,10 @@ from gtr.commands.plan_options import plan_options
 @click.option("--calib-classes", type=ClassList(), metavar="LIST",
               help="int8: calibration classes, e.g. 0-9 or 1,207,360 (default: 10 evenly spaced classes).")
 @click.option("--calib-seeds", type=Int(inputs.CALIB_SEEDS), help="int8: calibration images per class (seeds 10000, 10001, ...; default 1).")
+@click.option("--calib-other", type=Int(inputs.CALIB_OTHER), metavar="N",
+              help="int8: calibration images of each plan after the first (default 2, one sampling call, which "
+                   "visits every static shape of the plan; the first plan gets every class and seed; 0 = every "
+                   "plan gets the whole set, several times slower with mar-64).")
 @click.option("--check", "verify", type=click.Choice(["spread", "all", "none"]), default="spread", show_default=True,
               help="Check each graph against torch on ONNX Runtime at a spread of its static shapes (at most 8 "
                    "evenly spaced plus the largest), at all of them (one run per AR step: most of an hour for "
@@ -40,7 +44,7 @@ from gtr.commands.plan_options import plan_options
               help="int8: activation range method (default max, chosen by measured quality).")
 @friendly_errors
 def export_cmd(model, precision, checkpoint, weights, vae, random_weights, plans, batch, seed, output, download,
-               calib_classes, calib_seeds, verify, no_check, calib_method, **options):
+               calib_classes, calib_seeds, calib_other, verify, no_check, calib_method, **options):
     """Export a MAR model into one .plan bundle (ONNX graphs + manifest) for gtr-run.
 
     Without --checkpoint the official files are looked up in $GTR_HOME (default ~/.cache/gtr):
@@ -63,10 +67,12 @@ def export_cmd(model, precision, checkpoint, weights, vae, random_weights, plans
     require("gtr-export", "export", "runtime")  # before anything is fetched or written
     from gtr.export.api import export  # the same code path as gtr.export(...) in Python
     calibration = None
-    if (calib_classes, calib_seeds, calib_method) != (None, None, None):
+    if (calib_classes, calib_seeds, calib_method, calib_other) != (None, None, None, None):
         from gtr.calibration import DEFAULT_METHOD, DEFAULT_SEEDS, CalibrationSpec
+        from gtr.calibration.spec import DEFAULT_OTHER_IMAGES
         calibration = CalibrationSpec(calib_classes, DEFAULT_SEEDS if calib_seeds is None else calib_seeds,
-                                      calib_method or DEFAULT_METHOD)
+                                      calib_method or DEFAULT_METHOD,
+                                      DEFAULT_OTHER_IMAGES if calib_other is None else calib_other)
     export(model, output, precision=precision, plans=plans, checkpoint=checkpoint, vae=vae, weights=weights,
            random_weights=random_weights, download=download, batch=batch, seed=seed, log=click.echo,
            calibration=calibration, verify=verify, **options)
