@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test install demo clean
+.PHONY: test install demo demo-glyphs clean
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
@@ -37,6 +37,14 @@ demo: $(VENV)/.installed
 	$(BIN)/gtr-run out/demo.plan --class 3 -o out/three.png
 	$(BIN)/gtr-run out/demo.plan --plan gtr $(DIGITS) -o out/digits.png
 	$(BIN)/gtr-run out/demo.plan --plan mar-64 $(DIGITS) -o out/digits-mar64.png
+
+# The same on mar-glyphs (16x16 token grid): the letter A, then all 26 letters with each plan.
+LETTERS := $(foreach c,$(shell seq 0 25),-c $(c)) -n 4 --grid
+demo-glyphs: $(VENV)/.installed
+	$(BIN)/gtr-export --model mar-glyphs --plan gtr --plan mar-64 -o out/glyphs.plan
+	$(BIN)/gtr-run out/glyphs.plan --class 0 -o out/letter-a.png
+	$(BIN)/gtr-run out/glyphs.plan --plan gtr $(LETTERS) -o out/letters.png
+	$(BIN)/gtr-run out/glyphs.plan --plan mar-64 $(LETTERS) -o out/letters-mar64.png
 
 clean:
 	rm -rf $(VENV) out

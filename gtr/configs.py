@@ -155,7 +155,8 @@ def register(config: MARConfig) -> MARConfig:
 
 # Configs shipped as JSON next to their weights (the training script writes it), read on first use.
 _ASSETS = Path(__file__).resolve().parent / "assets"
-_SHIPPED = {"mar-tiny": _ASSETS / "tiny" / "mar_tiny.json"}
+_SHIPPED = {"mar-tiny": _ASSETS / "tiny" / "mar_tiny.json", "mar-glyphs": _ASSETS / "glyphs" / "mar_glyphs.json"}
+_TRAINERS = {"mar-tiny": "tools/train_tiny.py", "mar-glyphs": "tools/train_glyphs.py"}
 
 
 def _shipped_config(name: str) -> MARConfig | None:
@@ -170,7 +171,7 @@ def get_config(name: str) -> MARConfig:
         shipped = _shipped_config(name)
         if shipped is None:
             raise ConfigError(f"{name}: its config is not in this installation ({_SHIPPED[name]}); "
-                              f"train it with `python tools/train_tiny.py`")
+                              f"train it with `python {_TRAINERS[name]}`")
         register(shipped)
     try:
         return REGISTRY[name]

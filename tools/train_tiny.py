@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from dataclasses import dataclass
 import platform
 import sys
 import time
@@ -40,15 +41,41 @@ from gtr.models.checkpoint import load_vae, save_safetensors  # noqa: E402
 from gtr.models.mar import MAR  # noqa: E402
 from gtr.runtime.files import atomic_write_bytes  # noqa: E402
 from gtr.tiny import training as T  # noqa: E402
-from gtr.tiny.data import load_split  # noqa: E402
 from gtr.tiny.fit import condition_cache, posterior_moments, train_head, train_mar, train_vae  # noqa: E402
 from gtr.tiny.model import ASSET_DIR, JSON_FILE, MAR_FILE, TINY_VAE, VAE_FILE, tiny_config  # noqa: E402
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """What differs between the small models this script trains (tools/train_glyphs.py has another)."""
+
+    name: str
+    script: str
+    load_split: object  # split name -> (images [N,3,H,W] in [-1,1], labels [N])
+    data: str  # what the training split is, for the JSON
+    vae_config: object
+    make_config: object  # (scale_factor, default_cfg) -> MARConfig
+    asset_dir: Path
+    files: tuple  # (mar, vae, json) file names
+    classifier: Path  # the class-accuracy check's classifier
+    defaults: dict  # argparse defaults that differ from mar-tiny's
+
+
+def _tiny_split(split):
+    from gtr.tiny.data import load_split
+    return load_split(split)
+
+
+TINY = Recipe("mar-tiny", "tools/train_tiny.py", _tiny_split,
+              "sklearn load_digits, gtr.tiny.data 'train' split (1,438 images, 32x32 RGB in [-1,1])",
+              TINY_VAE, lambda scale, cfg: tiny_config(scale_factor=scale, default_cfg=cfg), ASSET_DIR,
+              (MAR_FILE, VAE_FILE, JSON_FILE), Path(ASSET_DIR) / "classifier.safetensors", {})
+
+
 def evaluate(model, vae, cfg: float, per_class: int, seed: int, plan_name: str = "mar-64", batch: int = 50,
-             log=print) -> dict:
-    """Class accuracy of `per_class` samples per digit under the shipped classifier."""
-    from gtr.eval.classifier import embed, load_classifier
+             log=print, classifier=None) -> dict:
+    """Class accuracy of `per_class` samples per class under the shipped classifier."""
+    from gtr.eval.classifier import DEFAULT_PATH, embed, load_classifier
     from gtr.models.reference import sample_images
     from gtr.plan import build_plan
 
@@ -58,7 +85,7 @@ def evaluate(model, vae, cfg: float, per_class: int, seed: int, plan_name: str =
     for i in range(0, len(labels), batch):
         images.append(sample_images(model, vae, plan, labels[i:i + batch], seed=seed + i // batch).images)
     images = np.clip(np.concatenate(images), -1, 1)
-    logits, _ = embed(load_classifier(), images)
+    logits, _ = embed(load_classifier(classifier or DEFAULT_PATH), images)
     acc = float((logits.argmax(1) == np.array(labels)).mean())
     log(f"{plan_name} cfg {cfg}: accuracy {acc:.3f} on {len(labels)} images ({time.time() - t0:.0f}s)")
     return {"plan": plan_name, "cfg": cfg, "accuracy": acc, "n": len(labels), "seed": seed, "images": images}
@@ -69,17 +96,22 @@ TRAINING_FLAGS = ("seed", "threads", "vae_steps", "vae_batch", "vae_lr", "kl_wei
                   "head_top_t_prob", "head_top_weight", "head_cache_reps")
 
 
-def reproduce_command(args) -> str:
+def reproduce_command(args, script: str = "tools/train_tiny.py") -> str:
     """The one-process command that retrains these weights (every training flag spelled out; the
     --vae-from / --mar-from shortcuts reproduce the same stages, so they are left out)."""
     flags = " ".join(f"--{name.replace('_', '-')} {getattr(args, name)}" for name in TRAINING_FLAGS)
-    return f"python tools/train_tiny.py {flags}"
+    return f"python {script} {flags}"
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+STATE_FILE = "train_state.pt"  # the MAR stage's resumable state, removed when training ends
+
+
+def main(argv=None, recipe: Recipe = TINY, description: str | None = None) -> int:
+    ap = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(ASSET_DIR), help="output folder (default: the shipped assets)")
+    ap.add_argument("--out", default=str(recipe.asset_dir), help="output folder (default: the shipped assets)")
+    ap.add_argument("--resume", action="store_true",
+                    help=f"continue an interrupted run in --out (its VAE and its MAR stage's {STATE_FILE})")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--vae-steps", type=int, default=600)
     ap.add_argument("--vae-batch", type=int, default=64)
@@ -107,14 +139,23 @@ def main(argv=None) -> int:
     ap.add_argument("--cfg-check", default="2.0,3.0,4.0", help="cfg values tried with mar-64 ('' to skip)")
     ap.add_argument("--cfg-check-per-class", type=int, default=10)
     ap.add_argument("--checkpoint-every", type=int, default=400, help="write EMA weights every N MAR steps")
+    ap.set_defaults(**recipe.defaults)
     args = ap.parse_args(argv)
+    MAR_FILE, VAE_FILE, JSON_FILE = recipe.files  # noqa: N806  (this recipe's file names)
 
     sys.stdout.reconfigure(line_buffering=True)  # progress shows up in logs as it happens
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-    images_np, labels_np = load_split("train")
+    state_path = out / STATE_FILE
+    if state_path.is_file() and not args.resume:
+        raise SystemExit(f"{state_path} holds an interrupted run: pass --resume to continue it, or delete it")
+    if args.resume:
+        if not state_path.is_file():
+            raise SystemExit(f"--resume: no interrupted run in {out} ({STATE_FILE} is missing)")
+        args.vae_from = str(out)
+    images_np, labels_np = recipe.load_split("train")
     images = torch.from_numpy(images_np)
     labels = torch.from_numpy(labels_np)
     print(f"train split: {len(images)} images {tuple(images.shape[1:])}, torch {torch.__version__}, "
@@ -124,22 +165,24 @@ def main(argv=None) -> int:
     if args.vae_from:
         vae_path = Path(args.vae_from) / VAE_FILE
         vae_info = json.loads((Path(args.vae_from) / JSON_FILE).read_text())["training"]["vae"]
-        vae = load_vae(TINY_VAE, vae_path, with_encoder=True)
+        vae = load_vae(recipe.vae_config, vae_path, with_encoder=True)
         print(f"VAE from {vae_path} (trained {vae_info.get('steps')} steps)")
     else:
-        vae, vae_stats = train_vae(images, args.vae_steps, args.vae_batch, args.vae_lr, args.kl_weight, args.seed)
+        vae, vae_stats = train_vae(images, args.vae_steps, args.vae_batch, args.vae_lr, args.kl_weight, args.seed,
+                                   vae_config=recipe.vae_config)
         vae_info = {"steps": args.vae_steps, "batch": args.vae_batch, "lr": args.vae_lr, "kl_weight": args.kl_weight,
                     "seed": args.seed, "final": {k: round(v, 6) for k, v in vae_stats.items()}}
     mean, logvar = posterior_moments(vae, images)
     gen = torch.Generator().manual_seed(args.seed)
     sample = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=gen)
     scale = T.latent_scale_factor(sample)
-    with torch.no_grad():
-        rec = vae.decode(mean)
+    n_rec = min(len(mean), 2048)  # the reconstruction report's images (all of mar-tiny's 1,438)
+    with torch.no_grad():  # in batches: the whole set at once holds every decoder activation
+        rec = torch.cat([vae.decode(mean[i:min(i + 256, n_rec)]) for i in range(0, n_rec, 256)])
     vae_info["scale_factor"] = scale
     vae_info["latent_std"] = float(sample.std())
     vae_info["posterior_std_mean"] = float(torch.exp(0.5 * logvar).mean())
-    vae_info["recon_l1_train_means"] = float((rec - images).abs().mean())
+    vae_info["recon_l1_train_means"] = float((rec - images[:n_rec]).abs().mean())
     print(f"scale_factor {scale:.5f} (latent std {float(sample.std()):.4f}, mean posterior std "
           f"{vae_info['posterior_std_mean']:.4f}, recon L1 from means {vae_info['recon_l1_train_means']:.4f})")
     vae_sd = {k: v for k, v in vae.state_dict().items()}
@@ -147,16 +190,16 @@ def main(argv=None) -> int:
         save_safetensors(out / VAE_FILE, vae_sd, metadata={"format": "pt"})
 
     # ---- stage 2: MAR ----
-    config = tiny_config(scale_factor=scale, default_cfg=args.cfg if args.cfg is not None else 3.0)
+    config = recipe.make_config(scale, args.cfg if args.cfg is not None else 3.0)
     mar_seed = args.seed + 1
 
     def write(ema_sd, done_steps, extra=None):
         save_safetensors(out / MAR_FILE, ema_sd, metadata={"format": "pt"})
         info = {
-            "name": "mar-tiny",
+            "name": recipe.name,
             "config": config.to_dict(),
             "weights": {"mar": MAR_FILE + " (EMA)", "vae": VAE_FILE},
-            "data": "sklearn load_digits, gtr.tiny.data 'train' split (1,438 images, 32x32 RGB in [-1,1])",
+            "data": recipe.data,
             "tokens": "posterior samples x scale_factor, drawn afresh every step",
             "training": {
                 "seed": args.seed, "threads": args.threads, "torch": torch.__version__,
@@ -170,8 +213,8 @@ def main(argv=None) -> int:
                         "warmup": max(1, args.mar_steps // 20),
                         "schedule": f"linear warmup, cosine to {args.lr_min_ratio} x lr", **(extra or {})},
             },
-            "command": "python tools/train_tiny.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "reproduce": reproduce_command(args),
+            "command": f"python {recipe.script} " + " ".join(sys.argv[1:] if argv is None else argv),
+            "reproduce": reproduce_command(args, recipe.script),
         }
         text = (json.dumps(info, indent=2) + "\n").encode()
         atomic_write_bytes(out / JSON_FILE, text)
@@ -195,7 +238,8 @@ def main(argv=None) -> int:
         model, ema_sd, mar_stats = train_mar(config, mean, logvar, labels, args.mar_steps, args.mar_batch,
                                              args.mar_lr, args.weight_decay, args.ema, mar_seed,
                                              top_t_prob=args.top_t_prob, lr_min_ratio=args.lr_min_ratio,
-                                             checkpoint=checkpoint, checkpoint_every=args.checkpoint_every)
+                                             checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
+                                             state_path=state_path)
     extra = {"final": {k: round(v, 6) for k, v in mar_stats.items()}}
     model.load_state_dict(ema_sd)
     model.eval()
@@ -227,19 +271,20 @@ def main(argv=None) -> int:
     extra["total_training_seconds"] = round(sum(stage_seconds.values()), 1)  # the three stages' loops
     extra["this_process_seconds"] = round(total, 1)
     info = write(ema_sd, args.mar_steps, extra)
+    state_path.unlink(missing_ok=True)
     print(f"training done in {total:.0f}s; wrote {out / MAR_FILE}, {out / VAE_FILE}, {out / JSON_FILE}")
 
     # ---- default CFG: a quick mar-64 accuracy check (seeds 1000+, not those of reported numbers) ----
     values = [float(v) for v in args.cfg_check.split(",") if v.strip()]
     if args.cfg is None and values:
-        from gtr.eval.classifier import DEFAULT_PATH
-        if not DEFAULT_PATH.is_file():
+        if not recipe.classifier.is_file():
             print("no classifier asset: default_cfg stays 3.0")
         else:
             ema_model = MAR(config)
             ema_model.load_state_dict(ema_sd)
             ema_model.eval()
-            results = [evaluate(ema_model, vae, v, args.cfg_check_per_class, seed=1000) for v in values]
+            results = [evaluate(ema_model, vae, v, args.cfg_check_per_class, seed=1000, classifier=recipe.classifier)
+                       for v in values]
             best = max(results, key=lambda r: (round(r["accuracy"], 6), -r["cfg"]))
             config = dataclasses.replace(config, default_cfg=best["cfg"])
             extra["cfg_check"] = {"plan": "mar-64", "per_class": args.cfg_check_per_class, "seed": 1000,

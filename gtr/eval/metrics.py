@@ -1,9 +1,10 @@
-"""Sample-quality metrics for mar-tiny (numpy; torch only inside the classifier calls).
+"""Sample-quality metrics for the small models (numpy; torch only inside the classifier calls).
 
-- class accuracy: does the classifier read the digit that was asked for (class-conditional)?
+- class accuracy: does the classifier read the digit (letter) that was asked for?
 - Frechet distance between Gaussian fits of classifier features, the FID formula
   ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^{1/2}) with the digit CNN instead of Inception.
-  The reference is the held-out real split (359 images), so real held-out images score 0.
+  The reference is the held-out real split (359 digits; for mar-glyphs the glyphs of the held-out font
+  faces, gtr.eval.datasets), so real held-out images score 0. The numbers below are the digits'.
 
 The Frechet distance is biased upwards at small n (64-dim features), so compare plans
 only at equal n. Its floor, real train digits against the held-out reference with the
@@ -60,12 +61,13 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return float(max(d, 0.0))  # exact value is >= 0; clip round-off
 
 
-def reference_stats(classifier, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """(mu, sigma) of the classifier's features on the held-out real digits (not cached)."""
+def reference_stats(classifier, data=None) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) of the classifier's features on a data set's held-out real images (default: the
+    digits; gtr.eval.datasets), not cached."""
     from gtr.eval.classifier import embed
-    from gtr.tiny.data import load_split
+    from gtr.eval.datasets import DIGITS
 
-    images, _ = load_split("heldout", size)
+    images, _ = (data or DIGITS).heldout()
     return feature_stats(embed(classifier, images)[1])
 
 

@@ -108,8 +108,8 @@ def format_table(rows: list[dict]) -> str:
         return "(no rows)"
     first = ["plan", "tflops", "gflops", "accuracy", "frechet", "n"]
     keys = [k for k in first if any(k in r for r in rows)]
-    for r in rows:
-        keys += [k for k in r if k not in keys]
+    for r in rows:  # lists and mappings (per-seed details) stay in the JSON
+        keys += [k for k in r if k not in keys and not isinstance(r[k], (list, tuple, dict))]
     cells = [list(keys)] + [[_fmt(r.get(k)) for k in keys] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(keys))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))

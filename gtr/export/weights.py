@@ -1,6 +1,8 @@
-"""Where an export's weights come from: an official checkpoint, the shipped mar-tiny, or random init."""
+"""Where an export's weights come from: an official checkpoint, a shipped small model (mar-tiny,
+mar-glyphs), or random init."""
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import torch
@@ -37,6 +39,11 @@ def random_models(config: MARConfig, seed: int = 0):
     return mar.eval(), vae.eval()
 
 
+# Models whose weights ship inside the package: (module with ASSET_DIR / MAR_FILE / VAE_FILE, trainer).
+SHIPPED = {"mar-tiny": ("gtr.tiny.model", "tools/train_tiny.py"),
+           "mar-glyphs": ("gtr.glyphs.model", "tools/train_glyphs.py")}
+
+
 def build_models(config: MARConfig, checkpoint=None, vae=None, weights="ema", random_weights=False, seed=0):
     """(MAR, decoder-only VAE, sources) for an export or a parity check.
 
@@ -47,14 +54,16 @@ def build_models(config: MARConfig, checkpoint=None, vae=None, weights="ema", ra
     if random_weights:
         mar, vae_model = random_models(config, seed)
         return mar, vae_model, {"random_seed": seed}
-    if config.name == "mar-tiny" and (checkpoint is None or vae is None):  # the shipped file fills the gap
-        from gtr.tiny.model import ASSET_DIR, MAR_FILE, VAE_FILE
+    if config.name in SHIPPED and (checkpoint is None or vae is None):  # the shipped file fills the gap
+        module, trainer = SHIPPED[config.name]
+        assets = importlib.import_module(module)
+        ASSET_DIR, MAR_FILE, VAE_FILE = assets.ASSET_DIR, assets.MAR_FILE, assets.VAE_FILE  # noqa: N806
         shipped = [ASSET_DIR / f for f, given in ((MAR_FILE, checkpoint), (VAE_FILE, vae)) if given is None]
         checkpoint = ASSET_DIR / MAR_FILE if checkpoint is None else checkpoint
         vae = ASSET_DIR / VAE_FILE if vae is None else vae
         if not all(p.is_file() for p in shipped):
-            raise CheckpointError("mar-tiny weights are not in this installation (gtr/assets/tiny); train them there "
-                                  "with `python tools/train_tiny.py`, or export with --random-weights")
+            raise CheckpointError(f"{config.name} weights are not in this installation ({ASSET_DIR}); train them "
+                                  f"there with `python {trainer}`, or export with --random-weights")
     else:
         checkpoint, vae = find_weights(config.name, checkpoint, vae)
     mar = load_mar(config, checkpoint, weights=weights)

@@ -4,7 +4,9 @@ backbone conditions. The class-accuracy check that picks the default CFG stays i
 the digit classifier of gtr.eval, a higher layer."""
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,10 +19,31 @@ from gtr.tiny.model import TINY_VAE
 
 def _batches(n: int, batch_size: int, gen: torch.Generator):
     """Endless stream of index batches: a fresh permutation per epoch, full batches only."""
-    while True:
-        perm = torch.randperm(n, generator=gen)
-        for i in range(0, n - batch_size + 1, batch_size):
-            yield perm[i:i + batch_size]
+    return _BatchStream(n, batch_size, gen)
+
+
+class _BatchStream:
+    """The iterator behind `_batches`, with its position as state so that a resumed run draws the
+    same batches as an uninterrupted one."""
+
+    def __init__(self, n: int, batch_size: int, gen: torch.Generator):
+        self.n, self.batch_size, self.gen = n, batch_size, gen
+        self.perm, self.pos = None, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self.perm is None or self.pos + self.batch_size > self.n:
+            self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
+        self.pos += self.batch_size
+        return self.perm[self.pos - self.batch_size:self.pos]
+
+    def state(self) -> dict:
+        return {"perm": self.perm, "pos": self.pos}
+
+    def restore(self, state: dict) -> None:
+        self.perm, self.pos = state["perm"], state["pos"]
 
 
 class _Avg:
@@ -39,10 +62,11 @@ class _Avg:
 
 
 def train_vae(images: torch.Tensor, steps: int, batch_size: int, lr: float, kl_weight: float, seed: int,
-              log=print, log_every: int = 50):
+              log=print, log_every: int = 50, vae_config=TINY_VAE):
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    vae = AutoencoderKL(TINY_VAE)
+    vae = AutoencoderKL(vae_config)
+    side = images.shape[-1] // vae_config.stride
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     avg, t0 = _Avg(), time.time()
     batches = _batches(len(images), batch_size, gen)
@@ -50,7 +74,7 @@ def train_vae(images: torch.Tensor, steps: int, batch_size: int, lr: float, kl_w
     for step in range(steps):
         T.set_lr(opt, T.lr_at(step, steps, lr, warmup=max(1, steps // 20), min_ratio=0.05))
         idx = next(batches)
-        noise = torch.randn((len(idx), TINY_VAE.embed_dim, 8, 8), generator=gen)
+        noise = torch.randn((len(idx), vae_config.embed_dim, side, side), generator=gen)
         loss, stats = T.vae_loss(vae, images[idx], noise, kl_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -83,7 +107,10 @@ def tokens_from_moments(mean, logvar, scale: float, noise: torch.Tensor) -> torc
 def train_mar(config, mean, logvar, labels, steps: int, batch_size: int, lr: float, weight_decay: float,
               ema_decay: float, seed: int, grad_clip: float = 3.0, top_t_prob: float = 0.0,
               lr_min_ratio: float = 0.01, log=print,
-              log_every: int = 50, checkpoint=None, checkpoint_every: int = 0):
+              log_every: int = 50, checkpoint=None, checkpoint_every: int = 0, state_path=None):
+    """Stage 2. With `state_path`, the whole training state (weights, optimiser, EMA, random
+    generator, batch position) is written there at every checkpoint, and a run that finds the file
+    continues from it: the result is the one an uninterrupted run gives."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = MAR(config)
@@ -95,8 +122,26 @@ def train_mar(config, mean, logvar, labels, steps: int, batch_size: int, lr: flo
     avg, t0 = _Avg(), time.time()
     batches = _batches(len(mean), batch_size, gen)
     warmup = max(1, steps // 20)
+    start, seconds_before = 0, 0.0
+    if state_path is not None and Path(state_path).is_file():
+        state = torch.load(state_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        ema.shadow, ema.updates = state["ema"], state["ema_updates"]
+        gen.set_state(state["gen"])
+        batches.restore(state["batches"])
+        start, seconds_before = state["step"], state["seconds"]
+        log(f"mar: resumed at step {start}/{steps} from {state_path}")
+
+    def save_state(step):
+        tmp = Path(str(state_path) + ".part")
+        torch.save({"step": step, "model": model.state_dict(), "opt": opt.state_dict(), "ema": ema.shadow,
+                    "ema_updates": ema.updates, "gen": gen.get_state(), "batches": batches.state(),
+                    "seconds": seconds_before + time.time() - t0}, tmp)
+        os.replace(tmp, state_path)
+
     model.train()
-    for step in range(steps):
+    for step in range(start, steps):
         T.set_lr(opt, T.lr_at(step, steps, lr, warmup=warmup, min_ratio=lr_min_ratio))
         idx = next(batches)
         tokens = tokens_from_moments(mean[idx], logvar[idx], scale, torch.randn(mean[idx].shape, generator=gen))
@@ -112,10 +157,13 @@ def train_mar(config, mean, logvar, labels, steps: int, batch_size: int, lr: flo
             s = avg.get()
             log(f"mar {step + 1}/{steps} loss {s['loss']:.4f} mse {s['mse']:.4f} vb {s['vb']:.4f} "
                 f"gnorm {s['grad_norm']:.2f} lr {opt.param_groups[0]['lr']:.2e} ({time.time() - t0:.0f}s)")
-        if checkpoint and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            checkpoint(ema.state_dict(), step + 1)
+        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            if state_path is not None:
+                save_state(step + 1)
+            if checkpoint:
+                checkpoint(ema.state_dict(), step + 1)
     model.eval()
-    return model, ema.state_dict(), {**avg.get(), "seconds": time.time() - t0}
+    return model, ema.state_dict(), {**avg.get(), "seconds": seconds_before + time.time() - t0}
 
 
 @torch.no_grad()

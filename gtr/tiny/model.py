@@ -45,18 +45,18 @@ VAE_FILE = "vae_tiny.safetensors"
 JSON_FILE = "mar_tiny.json"
 
 
-def read_info(asset_dir: str | Path = ASSET_DIR) -> dict:
+def read_info(asset_dir: str | Path = ASSET_DIR, json_file: str = JSON_FILE) -> dict:
     """The JSON written next to the weights (config + training metadata)."""
-    return json.loads((Path(asset_dir) / JSON_FILE).read_text())
+    return json.loads((Path(asset_dir) / json_file).read_text())
 
 
-def shipped_values(asset_dir: str | Path = ASSET_DIR) -> dict:
+def shipped_values(asset_dir: str | Path = ASSET_DIR, json_file: str = JSON_FILE) -> dict:
     """{"scale_factor", "default_cfg"} of the weights in asset_dir, read from their JSON (the training
     script measures and writes both), so a retrained model needs no code change. Without a JSON (no
     trained weights yet) the neutral values scale 1 and CFG 3."""
-    if not (Path(asset_dir) / JSON_FILE).is_file():
+    if not (Path(asset_dir) / json_file).is_file():
         return {"scale_factor": 1.0, "default_cfg": 3.0}
-    config = read_info(asset_dir)["config"]
+    config = read_info(asset_dir, json_file)["config"]
     return {"scale_factor": float(config["vae"]["scale_factor"]), "default_cfg": float(config["default_cfg"])}
 
 
@@ -83,7 +83,8 @@ def tiny_config(scale_factor: float = TINY_SCALE_FACTOR, default_cfg: float = TI
 MAR_TINY = register(tiny_config())
 
 
-def load_tiny(asset_dir: str | Path = ASSET_DIR, device="cpu", with_encoder: bool = False):
+def load_tiny(asset_dir: str | Path = ASSET_DIR, device="cpu", with_encoder: bool = False,
+              files: tuple[str, str, str] = (MAR_FILE, VAE_FILE, JSON_FILE)):
     """Load the shipped mar-tiny weights -> (MAR model, AutoencoderKL), both in eval mode.
 
     The config comes from the JSON next to the weights (so a retrained copy in another folder
@@ -92,7 +93,8 @@ def load_tiny(asset_dir: str | Path = ASSET_DIR, device="cpu", with_encoder: boo
     from gtr.models.checkpoint import load_mar, load_vae
 
     asset_dir = Path(asset_dir)
-    config = MARConfig.from_dict(read_info(asset_dir)["config"])
-    model = load_mar(config, asset_dir / MAR_FILE, device=device)
-    vae = load_vae(config.vae, asset_dir / VAE_FILE, with_encoder=with_encoder, device=device)
+    mar_file, vae_file, json_file = files
+    config = MARConfig.from_dict(read_info(asset_dir, json_file)["config"])
+    model = load_mar(config, asset_dir / mar_file, device=device)
+    vae = load_vae(config.vae, asset_dir / vae_file, with_encoder=with_encoder, device=device)
     return model, vae
