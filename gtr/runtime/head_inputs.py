@@ -1,4 +1,5 @@
-"""Which head graph runs a step, and its inputs when a step without CFG runs on the CFG graph. numpy only.
+"""Which head graph runs a step, and its inputs when a step without CFG runs on the CFG graph; the names
+of the chain graph's inputs and output. numpy only.
 
 A bundle exported with --cfg may lack the no-CFG head graph. The CFG graph computes
 eps = eps_uncond + w * (eps_cond - eps_uncond); with the same z in both halves and w = 1 that is the
@@ -32,3 +33,8 @@ def blocks(n: int, elems: int, dtype) -> tuple[np.ndarray, int]:
     itemsize = np.dtype(dtype).itemsize
     stride = -(-elems * itemsize // ALIGN) * ALIGN
     return np.zeros((n, stride // itemsize), dtype), stride
+
+
+# The chain graph of a head graph (gtr.export.head_chain): a static number of head steps in one call.
+CHAIN_SEQ_INPUTS = {"t": "t_seq", "coef": "coef_seq", "noise": "noise_seq"}  # step input -> stacked chain input
+CHAIN_OUTPUT = "x_final"
