@@ -7,7 +7,9 @@
 Steps: export each graph once with symbolic axes (one graph serves every step of every plan), apply
 the precision, pack each component's weights into one blob shared by its graphs, run the ONNX checker
 (full check), run every graph on onnxruntime CPU against the torch module at the static shapes the
-plans need (a spread of them by default, gtr.export.verify.check_shapes), then write the bundle atomically.
+plans need (a spread of them by default, gtr.export.verify.check_shapes), add the head graphs' chain
+graphs where they pay (`wants_chain`: fp32 bundles with small heads; gtr.export.head_chain), checked
+against the step graph, then write the bundle atomically.
 
 Memory (docs/full-size.md): a component's blob is written to a file in the export's temporary folder
 as it is packed and its in-memory arrays are dropped right after, so fp32 / fp16 exports hold the torch
@@ -148,6 +150,38 @@ def fp32_sessions(graphs: dict, workdir: str) -> dict:
 
 
 COMPONENTS = (("backbone", ("backbone",)), ("head", ("head", "head_nocfg")), ("vae_decoder", ("vae_decoder",)))
+CHAIN_PRECISIONS = ("fp32",)  # fp16 and int8 chains measured slower than step calls (docs/speed.md)
+
+
+def wants_chain(precision: str, head_bytes: int) -> bool:
+    """Whether a bundle gets head chain graphs: where the runtime runs the head as row shards (small
+    weights: calls are short, so their per-call cost counts) and the chain measured faster."""
+    from gtr.runtime.onnx_backend import SHARD_MAX_BYTES
+    return precision in CHAIN_PRECISIONS and head_bytes <= SHARD_MAX_BYTES
+
+
+def add_chain(g, step_proto: bytes, location: str, folder: str, step_path: str, members: dict, shapes, verify,
+              config, plans, tolerance: float, say) -> dict:
+    """The chain graph of head graph `g` (gtr.export.head_chain): checked by the ONNX checker, against the
+    step graph at the largest static shape (unless verify is "none"), stored as a member that reads the
+    step graph's weight blob. Returns its manifest entry (kept under the step graph's)."""
+    from gtr.export.head_chain import CHAIN_STEPS, chain_inputs, chain_outputs, chain_proto
+    from gtr.export.verify import verify_chain
+    name = f"{g.name}_chain"
+    proto = chain_proto(step_proto)
+    path = check_graph(name, proto, location, None, folder)
+    member = GRAPH_MEMBER.format(name=name)
+    members[member] = proto
+    entry = {"member": member, "steps": CHAIN_STEPS, "inputs": chain_inputs(g.inputs),
+             "outputs": chain_outputs(g.outputs)}
+    if verify != "none" and shapes:
+        shape = max(shapes, key=lambda s: s["r"])
+        err = verify_chain(g.name, open_session(step_path), open_session(path), CHAIN_STEPS, shape, config, plans,
+                           tolerance)
+        entry["max_error"] = err
+        say(f"  {name}: {CHAIN_STEPS} steps per call, checked against {CHAIN_STEPS} step calls at r = {shape['r']}, "
+            f"max error {err:.2e}")
+    return entry
 
 
 def export_bundle(config, model, vae, plans, batch: int, precision: str, out_path, random_weights: bool,
@@ -252,6 +286,10 @@ def export_bundle(config, model, vae, plans, batch: int, precision: str, out_pat
                     say(f"  {g.name}: checked {len(checked)} of {len(shapes[g.name])} shape(s) on onnxruntime CPU, max error "
                         f"{err:.2e} (tolerance {tol[g.name]:g}, {time.perf_counter() - t:.1f} s, "
                         f"{guard.elapsed():.0f} s in all, peak RSS {peak_rss() / 2**30:.1f} GiB)")
+                if component == "head" and wants_chain(precision, len(blob)):
+                    with guard.step(f"{g.name}: chain graph"):
+                        entry["chain"] = add_chain(g, protos[g.name], location, folder, path, members, shapes[g.name],
+                                                   verify, config, plans, tol[g.name], say)
                 graphs_manifest[g.name] = entry
 
         sources = dict(sources or {})

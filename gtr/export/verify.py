@@ -119,3 +119,26 @@ def verify_graph(name: str, session, module, shapes: list[dict], config, plans, 
         raise ExportError(f"{name}: onnxruntime output differs from torch by {worst:.3g} (relative to scale) at "
                           f"shape {worst_shape}, above the tolerance {tolerance:g}")
     return worst
+
+
+def verify_chain(name: str, step_session, chain_session, steps: int, shape: dict, config, plans, tolerance: float,
+                 seed: int = 0) -> float:
+    """A head graph's chain (gtr.export.head_chain) against the step graph run `steps` times on the same
+    random inputs (x, z and cfg_weight shared, t, coef and noise per step); returns the error (see
+    `max_error`: onnxruntime runs the same nodes both ways, so it is 0 unless a fusion differs), raises
+    ExportError above `tolerance`."""
+    rng = np.random.default_rng(seed)
+    per_step = [verify_inputs(name, shape, config, plans, rng) for _ in range(steps)]
+    x = per_step[0]["x"]
+    step_names = [i.name for i in step_session.get_inputs()]
+    for feeds in per_step:
+        x = step_session.run(None, {k: (x if k == "x" else per_step[0][k] if k in ("z", "cfg_weight") else feeds[k])
+                                    for k in step_names})[0]
+    from gtr.runtime.head_inputs import CHAIN_SEQ_INPUTS
+    chain_feeds = {**per_step[0], **{seq: np.stack([f[k] for f in per_step]) for k, seq in CHAIN_SEQ_INPUTS.items()}}
+    got = chain_session.run(None, {i.name: chain_feeds[i.name] for i in chain_session.get_inputs()})[0]
+    err = max_error(got, x)
+    if not err <= tolerance:
+        raise ExportError(f"{name} chain: {steps} steps in one call differ from {steps} step calls by {err:.3g} "
+                          f"(relative to scale) at shape {shape}, above the tolerance {tolerance:g}")
+    return err

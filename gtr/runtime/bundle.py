@@ -12,6 +12,8 @@ Layout (all integers little-endian):
 
 `manifest["members"][name] = {"offset", "length", "sha256"}`; offsets are relative to the data start
 (itself 64-aligned), so every member is 64-byte aligned in the file and can be mapped zero-copy.
+`manifest["graphs"][name]` names a graph's member and weight member, and for a head graph optionally
+its "chain" (member and steps per call, gtr.export.head_chain), which reads the same weight member.
 
 Reading maps the file (mmap) and never executes anything from it: the manifest is JSON and members
 are raw bytes handed to onnxruntime (no pickle anywhere). The reader accepts exactly what the writer
@@ -221,6 +223,15 @@ class Bundle:
                 ref = g.get(key)
                 if (ref is not None or key == "member") and (not isinstance(ref, str) or ref not in self._members):
                     raise BundleError(f"{name}: damaged bundle: graph {graph!r} needs member {ref!r}, "
+                                      f"which is missing")
+            chain = g.get("chain")  # a head graph's chain (several steps per call), reading the same weights
+            if chain is not None:
+                steps = chain.get("steps") if isinstance(chain, dict) else None
+                ref = chain.get("member") if isinstance(chain, dict) else None
+                if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+                    raise BundleError(f"{name}: manifest has a malformed chain entry for graph {graph!r}")
+                if not isinstance(ref, str) or ref not in self._members:
+                    raise BundleError(f"{name}: damaged bundle: the chain of graph {graph!r} needs member {ref!r}, "
                                       f"which is missing")
 
     def _check_engines(self, name: str) -> None:
