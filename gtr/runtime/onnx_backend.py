@@ -13,7 +13,11 @@ coefficients, noise) are laid out once as [calls, R, ...] arrays and uploaded on
 pointers into them, x ping-pongs between two device buffers (x_prev of one call is bound as the x of
 the next), and only the final x comes back. On CUDA everything stays on the GPU between head steps;
 on CPU the same code binds numpy memory directly (no copies). Only the CPU path is tested here (no
-GPU in CI); the CUDA path differs only in the device name given to OrtValue and the bindings.
+GPU in CI); the CUDA path differs only in the device name given to OrtValue and the bindings. Where
+the bundle has a chain graph for the head (fp32 bundles with small heads, gtr.export.head_chain) and
+the head runs on the CPU, each run of `steps` calls of the same rows (at most CHAIN_MAX_ROWS) is one
+call of the chain graph instead: the same nodes, so the same bits, at less per-call cost
+(docs/speed.md). Which calls are chained depends on the bundle and the call only.
 
 On the CPU, graphs with small weights (`SHARD_MAX_BYTES`) run as row shards on single-threaded
 sessions, up to one per thread at once, each over a part of the rows (the backbone's batch rows; the
@@ -42,7 +46,7 @@ import onnxruntime as ort
 
 from gtr.errors import DeviceError
 from gtr.runtime.bundle import Bundle, BundleError, read_bundle
-from gtr.runtime.head_inputs import blocks, head_graph, nocfg_on_cfg_graph
+from gtr.runtime.head_inputs import CHAIN_OUTPUT, CHAIN_SEQ_INPUTS, blocks, head_graph, nocfg_on_cfg_graph
 from gtr.runtime.notes import stderr_line
 from gtr.runtime.cpus import usable_cpus
 from gtr.runtime.sampler import call_arrays, row_shards
@@ -52,6 +56,7 @@ SHARD_MAX_BYTES = 16 * 2**20  # graphs with weights up to this size run as row s
 BACKBONE_ROWS = 4  # rows per backbone call when sharded (benchmarks/calls_cpu.py; docs/speed.md)
 CPU_SHARDS = 4  # most row shards of a sharded call: set by the call (head_shards), never by the threads
 HEAD_ROWS_PER_SHARD = 16  # a head call splits into more than 2 shards only from 16 rows a shard on
+CHAIN_MAX_ROWS = 16  # head calls of up to this many rows (per shard) run as chain calls where the bundle has them
 
 ORT_DEFAULT_SEVERITY = 2  # onnxruntime's default logger level (warning), restored after a CUDA session is made
 ORT_FATAL_ONLY = 4
@@ -134,6 +139,7 @@ class OnnxComponents:
         self.log = log
         self._graphs = bundle.graphs
         self._sessions: dict[str, ort.InferenceSession] = {}
+        self._chains: dict[str, tuple[ort.InferenceSession, int]] = {}  # head graph -> its chain's (session, steps)
         self._inputs: dict[str, tuple[str, ...]] = {}
         self._device: dict[str, str] = {}  # session name -> "cuda" | "cpu", from the session itself
         self._fallback_reported = False
@@ -162,13 +168,7 @@ class OnnxComponents:
         if g is None:
             raise BundleError(f"{self.bundle.path}: the bundle has no {name!r} graph "
                               f"(it has: {', '.join(self._graphs) or 'none'})")
-        external = {g["weights"]: self.bundle.member(g["weights"])} if g.get("weights") else {}
-        try:
-            threads = 1 if self.shards.get(name, 1) > 1 else self.threads
-            s = make_session(self.bundle.member(g["member"]), external, self.providers, threads)
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise BundleError(f"{self.bundle.path}: cannot load graph {name!r}: "
-                              f"{str(e).strip().splitlines()[0]}") from None
+        s = self._load(name, g["member"], g.get("weights"), 1 if self.shards.get(name, 1) > 1 else self.threads)
         used = s.get_providers()
         self._device[name] = "cuda" if used and used[0] == CUDA else "cpu"
         if CUDA in self.providers and self._device[name] == "cpu":
@@ -176,6 +176,27 @@ class OnnxComponents:
         self._sessions[name] = s
         self._inputs[name] = tuple(i.name for i in s.get_inputs())
         return s
+
+    def _load(self, name: str, member: str, weights: str | None, threads) -> ort.InferenceSession:
+        external = {weights: self.bundle.member(weights)} if weights else {}
+        try:
+            return make_session(self.bundle.member(member), external, self.providers, threads)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise BundleError(f"{self.bundle.path}: cannot load graph {name!r}: "
+                              f"{str(e).strip().splitlines()[0]}") from None
+
+    def chain(self, name: str):
+        """(session, steps) of the chain graph of head graph `name` (gtr.export.head_chain), made on
+        first use, when the bundle has one and the head runs on the CPU; else None. Same threads and
+        weights as the step graph's session."""
+        entry = self._graphs[name].get("chain")
+        if not entry or self._device.get(name) != "cpu":
+            return None
+        if name not in self._chains:
+            threads = 1 if self.shards.get(name, 1) > 1 else self.threads
+            session = self._load(f"{name} chain", entry["member"], self._graphs[name].get("weights"), threads)
+            self._chains[name] = session, int(entry["steps"])
+        return self._chains[name]
 
     def _cuda_fallback(self, name: str) -> None:
         """A session fell back to the CPU although CUDA was asked for: DeviceError when CUDA is required,
@@ -194,7 +215,9 @@ class OnnxComponents:
     def prepare(self, plan=None) -> None:
         """Create the sessions a plan needs now (sampling creates them on first use otherwise)."""
         self.session("backbone")
-        self.session(self._head_name(plan is None or plan.uses_cfg))
+        head = self._head_name(plan is None or plan.uses_cfg)
+        self.session(head)
+        self.chain(head)
         if self.has_graph("vae_decoder"):
             self.session("vae_decoder")
 
@@ -270,7 +293,8 @@ class OnnxComponents:
 
     def _head_loop(self, name, x, z_c, z_u, rows, t_all, coef_all, noise_all, cfg_weight) -> np.ndarray:
         """Head calls j = 0.. on rows [:rows[j]] of x [R,c]; per-call inputs t_all [n,R], coef_all [n,R,7],
-        noise_all [n,R,c]; z_c / z_u [R,D] the cond / uncond z (z_u None without CFG). Returns the final x."""
+        noise_all [n,R,c]; z_c / z_u [R,D] the cond / uncond z (z_u None without CFG). Returns the final x.
+        Runs of `steps` calls of the same rows go to the chain graph where there is one (see `chain`)."""
         R, c = x.shape
         n = len(rows)
         sess, inputs, dev = self._sessions[name], self._inputs[name], self._device[name]
@@ -300,27 +324,47 @@ class OnnxComponents:
         t_ptr, coef_ptr, noise_ptr, w_ptr = (put(a).data_ptr() for a in (t_blk, coef_blk, noise_blk, w))
         z_ptr = {r: put(a).data_ptr() for r, a in z_of.items()}
         xa, xb = put(x.astype(np.float32, copy=True)), put(x.astype(np.float32, copy=True))
-        io = sess.io_binding()
+        chain = self.chain(name)
+        chain_sess, steps = chain if chain else (None, 0)
         f32, i64 = np.float32, np.int64
-        bind_in, bind_out = io.bind_input, io.bind_output
         has_w = "cfg_weight" in inputs
+        bound_r = {}  # io binding -> the r its z and cfg_weight are bound for
+
+        def bind_rows(io, r):
+            if bound_r.get(id(io)) != r:
+                io.bind_input("z", dev, 0, f32, [r if z_u is None else 2 * r, z_of[r].shape[1]], z_ptr[r])
+                if has_w:
+                    io.bind_input("cfg_weight", dev, 0, f32, [r, 1], w_ptr)
+                bound_r[id(io)] = r
+
+        io = sess.io_binding()
+        chain_io = chain_sess.io_binding() if chain_sess is not None else None
         src, dst = xa, xb
-        last_r = None
-        for j in range(n):
+        j = 0
+        while j < n:
             r = int(rows[j])
             if r == 0:
+                j += 1
                 continue  # a shard with no rows of the groups active at this call
-            if r != last_r:
-                bind_in("z", dev, 0, f32, [r if z_u is None else 2 * r, z_of[r].shape[1]], z_ptr[r])
-                if has_w:
-                    bind_in("cfg_weight", dev, 0, f32, [r, 1], w_ptr)
-                last_r = r
-            bind_in("x", dev, 0, f32, [r, c], src.data_ptr())
-            bind_in("t", dev, 0, i64, [r], t_ptr + j * t_stride)
-            bind_in("coef", dev, 0, f32, [r, 7], coef_ptr + j * coef_stride)
-            bind_in("noise", dev, 0, f32, [r, c], noise_ptr + j * noise_stride)
-            bind_out("x_prev", dev, 0, f32, [r, c], dst.data_ptr())
-            sess.run_with_iobinding(io)
+            if chain_io is not None and r <= CHAIN_MAX_ROWS and j + steps <= n and rows[j + steps - 1] == r:
+                # `steps` calls of the same rows (rows only grow) as one chain call
+                bind_rows(chain_io, r)
+                chain_io.bind_input("x", dev, 0, f32, [r, c], src.data_ptr())
+                for key, part, dtype in (("t", t_all, i64), ("coef", coef_all, f32), ("noise", noise_all, f32)):
+                    seq = np.ascontiguousarray(part[j:j + steps, :r], dtype)
+                    chain_io.bind_input(CHAIN_SEQ_INPUTS[key], dev, 0, dtype, list(seq.shape), put(seq).data_ptr())
+                chain_io.bind_output(CHAIN_OUTPUT, dev, 0, f32, [r, c], dst.data_ptr())
+                chain_sess.run_with_iobinding(chain_io)
+                j += steps
+            else:
+                bind_rows(io, r)
+                io.bind_input("x", dev, 0, f32, [r, c], src.data_ptr())
+                io.bind_input("t", dev, 0, i64, [r], t_ptr + j * t_stride)
+                io.bind_input("coef", dev, 0, f32, [r, 7], coef_ptr + j * coef_stride)
+                io.bind_input("noise", dev, 0, f32, [r, c], noise_ptr + j * noise_stride)
+                io.bind_output("x_prev", dev, 0, f32, [r, c], dst.data_ptr())
+                sess.run_with_iobinding(io)
+                j += 1
             src, dst = dst, src
         return src.numpy().copy()
 
@@ -330,6 +374,7 @@ class OnnxComponents:
         """Free the sessions (their weights and, on CUDA, device memory) and the row threads; idempotent.
         Later calls make sessions again."""
         self._sessions.clear()
+        self._chains.clear()
         self._inputs.clear()
         pool, self._pool = getattr(self, "_pool", None), None
         if pool is not None:
