@@ -17,6 +17,7 @@ Model choices (trained by tools/train_glyphs.py; the numbers are in mar_glyphs.j
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from gtr.configs import MARConfig, VAEConfig, register
@@ -41,9 +42,7 @@ def glyphs_config(scale_factor: float = _SHIPPED["scale_factor"],
         decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4,
         diffloss_d=2, diffloss_w=128, img_size=64, vae_stride=4, patch_size=1, token_dim=4,
         buffer_size=64, num_classes=26, default_cfg=default_cfg,
-        vae=VAEConfig(ch=GLYPHS_VAE.ch, ch_mult=GLYPHS_VAE.ch_mult, num_res_blocks=GLYPHS_VAE.num_res_blocks,
-                      embed_dim=GLYPHS_VAE.embed_dim, scale_factor=float(scale_factor)),
-    )
+        vae=dataclasses.replace(GLYPHS_VAE, scale_factor=float(scale_factor)))
 
 
 MAR_GLYPHS = register(glyphs_config())

@@ -34,6 +34,7 @@ scikit-learn digits upscaled to 32x32 RGB in [-1, 1]; the numbers are in mar_tin
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -75,9 +76,7 @@ def tiny_config(scale_factor: float = TINY_SCALE_FACTOR, default_cfg: float = TI
         decoder_embed_dim=128, decoder_depth=3, decoder_num_heads=4,
         diffloss_d=3, diffloss_w=192, img_size=32, vae_stride=4, patch_size=1, token_dim=4,
         buffer_size=16, num_classes=10, default_cfg=default_cfg,
-        vae=VAEConfig(ch=TINY_VAE.ch, ch_mult=TINY_VAE.ch_mult, num_res_blocks=TINY_VAE.num_res_blocks,
-                      embed_dim=TINY_VAE.embed_dim, scale_factor=float(scale_factor)),
-    )
+        vae=dataclasses.replace(TINY_VAE, scale_factor=float(scale_factor)))
 
 
 MAR_TINY = register(tiny_config())
