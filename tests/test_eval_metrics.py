@@ -149,6 +149,36 @@ def test_gtr_eval_scores_with_evaluate_images(heldout, monkeypatch):
     assert row["accuracy"] == expect["accuracy"] >= 0.9 and row["frechet"] == expect["frechet"]
 
 
+def test_gtr_eval_several_seeds_report_means_and_ranges(heldout):
+    """--seeds: each plan sampled once per base seed; the row holds the means and the per-seed values."""
+    from gtr.configs import get_config
+    from gtr.eval.run import evaluate_plans
+    config = get_config("mar-tiny")
+    x, y = heldout
+    per_class = 3
+    real = np.concatenate([x[y == c][:per_class] for c in range(10)])
+    shifted = np.roll(real, 4, axis=-1)  # what the second seed "samples": worse on both metrics
+    queue = [real, shifted]
+
+    class Served:
+        def backbone(self, tokens, positions, class_ids, pred):
+            return np.zeros((len(tokens), pred.shape[1], config.decoder_embed_dim), np.float32)
+
+        def head_step(self, x, t, z, coef, w, noise):
+            return x
+
+        def decode(self, tokens):
+            return queue.pop(0)  # one call per seed (batch = all 30 images)
+
+    plan = build_plan("mar-4", config.grid, diffusion_steps=2)
+    [row] = evaluate_plans(Served(), [plan], config, per_class, batch=30, log=lambda s: None, seeds=[0, 1000])
+    a, b = row["per_seed"]
+    assert (a["seed"], b["seed"]) == (0, 1000) and a["frechet"] < b["frechet"]
+    assert row["frechet"] == pytest.approx((a["frechet"] + b["frechet"]) / 2)
+    assert row["frechet_min"] == a["frechet"] and row["frechet_max"] == b["frechet"]
+    assert row["accuracy"] == pytest.approx((a["accuracy"] + b["accuracy"]) / 2) and row["seeds"] == 2
+
+
 def test_train_save_load_round_trip(tmp_path, heldout):
     import torch
     from gtr.eval.classifier import embed, load_classifier, save_classifier, train_classifier
