@@ -362,6 +362,7 @@ def test_imagenet_class_names_ship_with_the_package():
     names = class_names(1000)
     assert len(names) == 1000 and names[0].startswith("tench") and names[207] == "golden retriever"
     assert class_names(10)[9] == "nine" and class_names(5)[4] == "class 4"
+    assert class_names(26)[0] == "letter A" and class_names(26)[25] == "letter Z"
 
 
 # ---- command line

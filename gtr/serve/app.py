@@ -62,7 +62,8 @@ class GenerateRequest(BaseModel):
 
 
 def class_names(num_classes: int) -> list[str]:
-    """Names shown on the page: ImageNet's for 1000-class models, digits for 10, else the ids."""
+    """Names shown on the page: ImageNet's for 1000-class models, digits for 10, letters for 26
+    (mar-glyphs), else the ids."""
     if num_classes == 1000:
         text = resources.files("gtr").joinpath("assets/imagenet_classes.txt").read_text(encoding="utf-8")
         names = [line.strip() for line in text.splitlines() if line.strip()]
@@ -70,6 +71,8 @@ def class_names(num_classes: int) -> list[str]:
             return names
     if num_classes == 10:
         return ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    if num_classes == 26:
+        return [f"letter {chr(ord('A') + i)}" for i in range(26)]
     return [f"class {i}" for i in range(num_classes)]
 
 
