@@ -106,7 +106,7 @@ def test_collectors_take_ranges_of_the_int8_inputs_only(graphs, plans, tmp_path,
 def _calibration_peak(g, d, plans, seeds: int) -> int:
     """tracemalloc peak (bytes) of one calibrate_graphs run (sampling, range collection, quantization)."""
     graphs = {n: g[n] for n in NAMES}
-    spec = CalibrationSpec(classes=(0, 3), seeds=seeds)
+    spec = CalibrationSpec(classes=(0, 3), seeds=seeds, other_images=0)
     shapes = static_shapes(plans, 1)
     work = d / f"peak-{seeds}"
     work.mkdir()
@@ -122,7 +122,7 @@ def _calibration_peak(g, d, plans, seeds: int) -> int:
 
 
 def _unbounded_peak(g, d, plans, seeds: int) -> int:
-    spec = CalibrationSpec(classes=(0, 3), seeds=seeds).resolve(TINY.num_classes)
+    spec = CalibrationSpec(classes=(0, 3), seeds=seeds, other_images=0).resolve(TINY.num_classes)
     sessions = fp32_sessions(g, str(d))
     gc.collect()
     tracemalloc.start()

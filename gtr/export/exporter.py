@@ -174,13 +174,14 @@ def add_chain(g, step_proto: bytes, location: str, folder: str, step_path: str, 
     members[member] = proto
     entry = {"member": member, "steps": CHAIN_STEPS, "inputs": chain_inputs(g.inputs),
              "outputs": chain_outputs(g.outputs)}
+    t = time.perf_counter()
     if verify != "none" and shapes:
         shape = max(shapes, key=lambda s: s["r"])
         err = verify_chain(g.name, open_session(step_path), open_session(path), CHAIN_STEPS, shape, config, plans,
                            tolerance)
         entry["max_error"] = err
         say(f"  {name}: {CHAIN_STEPS} steps per call, checked against {CHAIN_STEPS} step calls at r = {shape['r']}, "
-            f"max error {err:.2e}")
+            f"max error {err:.2e} ({time.perf_counter() - t:.1f} s, peak RSS {peak_rss() / 2**30:.1f} GiB)")
     return entry
 
 
