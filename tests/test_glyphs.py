@@ -70,6 +70,16 @@ def test_splits_are_images_in_letter_order(faces):
         G.load_split("test")
 
 
+@needs_fonts
+def test_a_cached_set_is_found_without_rendering(faces, monkeypatch):
+    def render_everything(*a, **k):
+        raise AssertionError("rendered again although the set is cached")
+
+    monkeypatch.setattr(G, "find_faces", render_everything)
+    with np.load(G.build()) as cached:
+        assert np.array_equal(cached["glyphs"], faces["glyphs"])
+
+
 def test_no_fonts_is_one_clear_error(tmp_path):
     with pytest.raises(G.FontsMissing, match="apt-get install"):
         G.build(dirs=(str(tmp_path),), cache=tmp_path / "cache")

@@ -14,7 +14,7 @@ Split: by family, so that no weight or style of a held-out family is seen in tra
 held out when crc32 of its lower-cased name is 0 mod 5 (about a fifth of the families). The generator
 trains on 'train'; the letter classifier and the Frechet reference use 'heldout'.
 
-The rendered set is cached as an .npz under the gtr cache folder, keyed by the list of faces.
+The rendered set is cached as an .npz under the gtr cache folder, keyed by the font files (found without rendering).
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ FONT_SUFFIXES = (".ttf", ".otf", ".ttc", ".pfb", ".t1")
 PACKAGES_FILE = Path(__file__).resolve().parent / "font_packages.txt"
 HELDOUT_MOD = 5  # a family is held out when crc32(family) % HELDOUT_MOD == 0
 MIN_FACES = 100  # fewer faces than this: the font packages are not installed
-FORMAT = 2  # of the cached .npz; part of its file name
+FORMAT = 3  # of the cached .npz; part of its file name
 
 
 class FontsMissing(RuntimeError):
@@ -184,17 +184,19 @@ def _cache_dir() -> Path:
 
 def build(dirs=FONT_DIRS, cache: Path | None = None, log=print) -> Path:
     """Render every face once into an .npz (uint8 glyphs, labels, face names, held-out flags) and
-    return its path; the file name carries a hash of the face list, so new fonts make a new file."""
+    return its path. The file name carries a hash of the font files (paths and sizes), known before
+    anything is rendered: a cached set is found without rendering, and new fonts make a new file."""
+    files = [[str(p), p.stat().st_size] for p in _font_files(dirs)]
+    key = hashlib.sha1(json.dumps([FORMAT, files]).encode()).hexdigest()[:12]
+    cache = Path(cache) if cache else _cache_dir()
+    path = cache / f"glyphs-{key}.npz"
+    if path.is_file():
+        return path
     faces = find_faces(dirs)
     if len(faces) < MIN_FACES:
         raise FontsMissing(f"found {len(faces)} usable font faces under {', '.join(dirs)} (need {MIN_FACES}); "
                            f"install them: apt-get install $(grep -v '^#' {PACKAGES_FILE})")
     names = [f.name for f, _ in faces]
-    key = hashlib.sha1(json.dumps([FORMAT, [[f.path, f.index] for f, _ in faces]]).encode()).hexdigest()[:12]
-    cache = Path(cache) if cache else _cache_dir()
-    path = cache / f"glyphs-{key}.npz"
-    if path.is_file():
-        return path
     cache.mkdir(parents=True, exist_ok=True)
     glyphs = np.stack([g for _, g in faces])  # [F, 26, 64, 64]
     tmp = path.with_name(path.name + ".part")
