@@ -177,6 +177,8 @@ def test_gtr_eval_several_seeds_report_means_and_ranges(heldout):
     assert row["frechet"] == pytest.approx((a["frechet"] + b["frechet"]) / 2)
     assert row["frechet_min"] == a["frechet"] and row["frechet_max"] == b["frechet"]
     assert row["accuracy"] == pytest.approx((a["accuracy"] + b["accuracy"]) / 2) and row["seeds"] == 2
+    # all seeds as one set: half real, half shifted, so between the two seeds' own distances
+    assert row["n_pooled"] == 60 and a["frechet"] < row["frechet_pooled"] < b["frechet"]
 
 
 def test_train_save_load_round_trip(tmp_path, heldout):

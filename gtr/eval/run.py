@@ -22,7 +22,9 @@ def evaluate_plans(components, plans, config, per_class: int, seed: int = 0, bat
     """One row per plan: accuracy, frechet, FLOPs, seconds per image. Images of class c, in batches of
     `batch`; batch i of a plan uses seed + i, so every plan sees the same seeds. With `seeds` (several
     base seeds), each plan is sampled once per seed: accuracy and frechet are the means over the seeds,
-    with their ranges in accuracy_min/max and frechet_min/max and the per-seed values in per_seed."""
+    with their ranges in accuracy_min/max and frechet_min/max and the per-seed values in per_seed;
+    frechet_pooled scores all seeds' images as one set (n_pooled images: the Frechet distance is biased
+    upward at small n, so the pooled figure is the one to compare with a floor)."""
     from gtr.eval import metrics
     from gtr.eval.classifier import load_classifier
     from gtr.eval.datasets import for_config
@@ -37,7 +39,7 @@ def evaluate_plans(components, plans, config, per_class: int, seed: int = 0, bat
     seeds = list(seeds) if seeds else [seed]
     rows = []
     for plan in plans:
-        per_seed, seconds, first_images = [], 0.0, None
+        per_seed, seconds, all_images = [], 0.0, []
         for k, s in enumerate(seeds):
             images, t0 = [], time.perf_counter()
             for i in range(0, len(labels), batch):
@@ -48,7 +50,7 @@ def evaluate_plans(components, plans, config, per_class: int, seed: int = 0, bat
                     progress(plan.name, k * len(labels) + min(i + batch, len(labels)), len(labels) * len(seeds))
             seconds += time.perf_counter() - t0
             images = np.concatenate(images)
-            first_images = images if first_images is None else first_images
+            all_images.append(images)
             quality = metrics.evaluate_images(images, np.array(labels), classifier, reference)  # the tested metric
             per_seed.append(dict(seed=s, accuracy=quality["accuracy"], frechet=quality["frechet"]))
         cost = plan_cost(plan, config)
@@ -59,11 +61,15 @@ def evaluate_plans(components, plans, config, per_class: int, seed: int = 0, bat
         if len(seeds) > 1:
             row.update(accuracy_min=min(acc), accuracy_max=max(acc), frechet_min=min(fre), frechet_max=max(fre),
                        seeds=len(seeds), per_seed=per_seed)
+            pooled = metrics.evaluate_images(np.concatenate(all_images), np.array(labels * len(seeds)),
+                                             classifier, reference)
+            row.update(frechet_pooled=pooled["frechet"], n_pooled=pooled["n"])
         rows.append(row)
-        spread = (f" (seeds {min(acc):.3f}-{max(acc):.3f}, {min(fre):.1f}-{max(fre):.1f})" if len(seeds) > 1 else "")
+        spread = (f" (seeds {min(acc):.3f}-{max(acc):.3f}, {min(fre):.1f}-{max(fre):.1f}; "
+                  f"all {row['n_pooled']} images: {row['frechet_pooled']:.1f})" if len(seeds) > 1 else "")
         log(f"{plan.name}: accuracy {row['accuracy']:.3f}, Frechet {row['frechet']:.1f}{spread}, "
             f"{row['gflops']:.3f} GFLOP, {row['s_per_image']:.3f} s/image")
         if outdir is not None:
-            class_grid_png(to_uint8(first_images), labels, Path(outdir) / f"grid-{plan.name}.png",
+            class_grid_png(to_uint8(all_images[0]), labels, Path(outdir) / f"grid-{plan.name}.png",
                            per_class=min(per_class, 10))
     return rows
