@@ -158,13 +158,60 @@ def long_run_under_way(bundle, out):
     return p
 
 
+def finish(p, timeout=60):
+    """(stdout, stderr) of a process told to stop; killed if it does not, so a failing test leaves no
+    sampler running beside the rest of the suite."""
+    try:
+        return p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise
+
+
 def test_interrupt_exits_130_and_leaves_no_temp_files(bundle, tmp_path):
     out = tmp_path / "samples"
     p = long_run_under_way(bundle, out)
     p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=60)
+    _, err = finish(p)
     assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
+
+
+LOSES_INTERRUPTS = """
+import sys, time
+import click
+from gtr.commands import errors
+errors.INTERRUPT_GRACE_S = float(sys.argv[1])
+
+@click.command()
+@errors.friendly_errors
+def cmd():
+    print("ready", flush=True)
+    while True:  # a KeyboardInterrupt lost the way Python loses one raised inside a finalizer
+        try:
+            time.sleep(0.05)
+        except KeyboardInterrupt:
+            pass
+
+cmd([])
+"""
+
+
+@pytest.mark.parametrize("grace, signals", [(1.0, 1), (600.0, 2)])
+def test_a_lost_interrupt_still_ends_the_command(grace, signals):
+    """Ctrl-C ends a command even when its KeyboardInterrupt is lost: after the grace period, or at once
+    on a second Ctrl-C; exit 130, one line."""
+    p = subprocess.Popen([sys.executable, "-c", LOSES_INTERRUPTS, str(grace)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    t0 = time.perf_counter()
+    for _ in range(signals):
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+    _, err = finish(p, timeout=30)
+    assert p.returncode == 130 and err.strip() == "Error: interrupted", err
+    assert time.perf_counter() - t0 < 15
 
 
 def test_check_reports_progress(bundle):
@@ -177,7 +224,7 @@ def test_sigterm_removes_temp_files_and_exits_143(bundle, tmp_path):
     out = tmp_path / "samples"
     p = long_run_under_way(bundle, out)
     p.terminate()
-    p.communicate(timeout=60)
+    finish(p)
     assert p.returncode == 143
     assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
     assert Path(out / "gtr-run.json").is_file()

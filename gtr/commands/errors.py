@@ -10,7 +10,10 @@ Exit statuses, the same for every command:
     1    an expected failure (GtrError, an OS error on a path the user gave)
     2    a bad option or argument (click's usage errors; found before any work starts)
     70   a bug in gtr (EX_SOFTWARE)
-    130  interrupted (Ctrl-C); 143 terminated (SIGTERM): temp files are removed on the way out
+    130  interrupted (Ctrl-C); 143 terminated (SIGTERM): temp files are removed on the way out. A command
+         still running INTERRUPT_GRACE_S after Ctrl-C (the KeyboardInterrupt was lost, e.g. raised inside
+         a finalizer, where Python only prints it), or given a second Ctrl-C, exits 130 at once; temp
+         files it leaves are removed by the next command that writes to that folder
     141  the reader of the output went away (`gtr-inspect B | head -1`): the command stops quietly
 """
 from __future__ import annotations
@@ -37,6 +40,29 @@ class InternalError(click.ClickException):
 
 class Interrupted(click.ClickException):
     exit_code = INTERRUPTED_EXIT
+
+
+INTERRUPT_GRACE_S = 20.0
+
+
+def _interrupt(signum, frame):
+    # Ctrl-C unwinds as Python's default does (KeyboardInterrupt), with a deadline: Python drops an
+    # exception raised inside a finalizer, and a lost interrupt must not leave the command running.
+    import threading
+    if getattr(_interrupt, "pending", False):
+        _exit_interrupted()
+    _interrupt.pending = True
+    threading.Thread(target=_exit_interrupted, args=(INTERRUPT_GRACE_S,), daemon=True).start()
+    raise KeyboardInterrupt
+
+
+def _exit_interrupted(delay: float = 0.0) -> None:
+    time.sleep(delay)
+    try:
+        sys.stderr.write("Error: interrupted\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(INTERRUPTED_EXIT)
 
 
 def _terminate(signum, frame):
@@ -130,8 +156,13 @@ def friendly_errors(fn):
     def wrapper(*args, **kwargs):
         import signal
         import threading
+        own_sigint = (threading.current_thread() is threading.main_thread()
+                      and signal.getsignal(signal.SIGINT) is signal.default_int_handler)  # not where it is ignored
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _terminate)
+        if own_sigint:
+            _interrupt.pending = False
+            signal.signal(signal.SIGINT, _interrupt)
         try:
             return fn(*args, **kwargs)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -155,6 +186,9 @@ def friendly_errors(fn):
             where = f"full traceback in {saved}" if saved else "traceback above"
             raise InternalError(f"internal error (a bug in gtr, please report it): {type(e).__name__}: "
                                 f"{first_line(e)} [{where}; rerun with --debug to show it]") from None
+        finally:
+            if own_sigint:  # a command called in-process (tests, the Python API) leaves Ctrl-C as it was
+                signal.signal(signal.SIGINT, signal.default_int_handler)
 
     return debug_option(wrapper)
 
