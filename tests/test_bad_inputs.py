@@ -182,11 +182,10 @@ LOSES_INTERRUPTS = """
 import sys, time
 import click
 from gtr.commands import errors
+from gtr.runtime.files import atomic_write
 errors.INTERRUPT_GRACE_S = float(sys.argv[1])
 
-@click.command()
-@errors.friendly_errors
-def cmd():
+def write(f):
     print("ready", flush=True)
     while True:  # a KeyboardInterrupt lost the way Python loses one raised inside a finalizer
         try:
@@ -194,17 +193,23 @@ def cmd():
         except KeyboardInterrupt:
             pass
 
+@click.command()
+@errors.friendly_errors
+def cmd():
+    atomic_write(sys.argv[2] + "/image.png", write)  # interrupted while writing: a temp file is open
+
 cmd([])
 """
 
 
 @pytest.mark.parametrize("grace, signals", [(1.0, 1), (600.0, 2)])
-def test_a_lost_interrupt_still_ends_the_command(grace, signals):
+def test_a_lost_interrupt_still_ends_the_command(grace, signals, tmp_path):
     """Ctrl-C ends a command even when its KeyboardInterrupt is lost: after the grace period, or at once
-    on a second Ctrl-C; exit 130, one line."""
-    p = subprocess.Popen([sys.executable, "-c", LOSES_INTERRUPTS, str(grace)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    on a second Ctrl-C; exit 130, one line, and the file it was writing leaves no temp file."""
+    p = subprocess.Popen([sys.executable, "-c", LOSES_INTERRUPTS, str(grace), str(tmp_path)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "ready"
+    assert [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]  # the write is under way
     t0 = time.perf_counter()
     for _ in range(signals):
         p.send_signal(signal.SIGINT)
@@ -212,6 +217,7 @@ def test_a_lost_interrupt_still_ends_the_command(grace, signals):
     _, err = finish(p, timeout=30)
     assert p.returncode == 130 and err.strip() == "Error: interrupted", err
     assert time.perf_counter() - t0 < 15
+    assert os.listdir(tmp_path) == []
 
 
 def test_check_reports_progress(bundle):

@@ -12,8 +12,8 @@ Exit statuses, the same for every command:
     70   a bug in gtr (EX_SOFTWARE)
     130  interrupted (Ctrl-C); 143 terminated (SIGTERM): temp files are removed on the way out. A command
          still running INTERRUPT_GRACE_S after Ctrl-C (the KeyboardInterrupt was lost, e.g. raised inside
-         a finalizer, where Python only prints it), or given a second Ctrl-C, exits 130 at once; temp
-         files it leaves are removed by the next command that writes to that folder
+         a finalizer, where Python only prints it), or given a second Ctrl-C, exits 130 at once and
+         removes its unfinished atomic-write temp files first (gtr.runtime.files.remove_open_temps)
     141  the reader of the output went away (`gtr-inspect B | head -1`): the command stops quietly
 """
 from __future__ import annotations
@@ -59,6 +59,8 @@ def _interrupt(signum, frame):
 def _exit_interrupted(delay: float = 0.0) -> None:
     time.sleep(delay)
     try:
+        from gtr.runtime.files import remove_open_temps
+        remove_open_temps()
         sys.stderr.write("Error: interrupted\n")
         sys.stderr.flush()
     finally:

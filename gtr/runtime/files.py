@@ -103,6 +103,20 @@ def remove_stale_temps(folder: str) -> None:
                 pass
 
 
+_OPEN_TEMPS: set[str] = set()  # atomic_write's temp files not yet renamed or removed
+
+
+def remove_open_temps() -> None:
+    """Remove this process's unfinished atomic_write temp files: for an exit that skips the unwinding
+    (os._exit after an interrupt was lost), so it leaves no temp file either."""
+    for tmp in list(_OPEN_TEMPS):
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+    _OPEN_TEMPS.clear()
+
+
 def _create_temp(folder: str, suffix: str) -> tuple[int, str]:
     # os.open with mode 0o666 lets the kernel apply the umask: the file gets the usual mode without
     # reading the umask (os.umask can only be read by changing it, process-wide, for all threads).
@@ -147,13 +161,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         made = _make_dirs(folder)
         remove_stale_temps(folder)
         fd, tmp = _create_temp(folder, os.path.splitext(path)[1])
+        _OPEN_TEMPS.add(tmp)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _OPEN_TEMPS.discard(tmp)
         tmp = None
     except BaseException as e:
+        _OPEN_TEMPS.discard(tmp)
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
         _remove_dirs(made)  # the folders this write created, innermost first, if still empty
