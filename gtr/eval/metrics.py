@@ -72,16 +72,21 @@ def reference_stats(classifier, data=None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate_images(images, labels, classifier, reference_stats) -> dict:
-    """Quality of float images [N,3,32,32] in [-1,1] generated for `labels` (None: skip accuracy).
+    """Quality of float images [N,3,H,W] in [-1,1] generated for `labels` (None: skip accuracy).
     gtr-eval (gtr.eval.run.evaluate_plans) scores every plan with this function.
 
-    Returns dict(accuracy, frechet, n). Images are clipped to [-1,1] first, as
-    post-processing would, so out-of-range decoder outputs are not penalised twice.
+    Returns dict(accuracy, frechet, n, logits, features): the classifier's outputs come back too, so
+    several sets can be scored as one (score_features) without embedding them again. Images are clipped
+    to [-1,1] first, as post-processing would, so out-of-range decoder outputs are not penalised twice.
     """
     from gtr.eval.classifier import embed
 
-    x = np.clip(np.asarray(images, dtype=np.float32), -1.0, 1.0)
-    logits, feats = embed(classifier, x)
+    logits, features = embed(classifier, np.clip(np.asarray(images, dtype=np.float32), -1.0, 1.0))
+    return {**score_features(logits, features, labels, reference_stats), "logits": logits, "features": features}
+
+
+def score_features(logits, features, labels, reference_stats) -> dict:
+    """dict(accuracy, frechet, n) from the classifier's outputs (logits, features) for a set of images."""
     acc = class_accuracy(logits, labels) if labels is not None else None
-    mu, sigma = feature_stats(feats)
-    return {"accuracy": acc, "frechet": frechet_distance(mu, sigma, *reference_stats), "n": int(len(x))}
+    mu, sigma = feature_stats(features)
+    return {"accuracy": acc, "frechet": frechet_distance(mu, sigma, *reference_stats), "n": int(len(features))}

@@ -39,7 +39,7 @@ def evaluate_plans(components, plans, config, per_class: int, seed: int = 0, bat
     seeds = list(seeds) if seeds else [seed]
     rows = []
     for plan in plans:
-        per_seed, seconds, all_images = [], 0.0, []
+        per_seed, seconds, outputs, first_images = [], 0.0, [], None
         for k, s in enumerate(seeds):
             images, t0 = [], time.perf_counter()
             for i in range(0, len(labels), batch):
@@ -50,8 +50,9 @@ def evaluate_plans(components, plans, config, per_class: int, seed: int = 0, bat
                     progress(plan.name, k * len(labels) + min(i + batch, len(labels)), len(labels) * len(seeds))
             seconds += time.perf_counter() - t0
             images = np.concatenate(images)
-            all_images.append(images)
+            first_images = images if first_images is None else first_images
             quality = metrics.evaluate_images(images, np.array(labels), classifier, reference)  # the tested metric
+            outputs.append((quality["logits"], quality["features"]))
             per_seed.append(dict(seed=s, accuracy=quality["accuracy"], frechet=quality["frechet"]))
         cost = plan_cost(plan, config)
         acc, fre = [q["accuracy"] for q in per_seed], [q["frechet"] for q in per_seed]
@@ -61,8 +62,8 @@ def evaluate_plans(components, plans, config, per_class: int, seed: int = 0, bat
         if len(seeds) > 1:
             row.update(accuracy_min=min(acc), accuracy_max=max(acc), frechet_min=min(fre), frechet_max=max(fre),
                        seeds=len(seeds), per_seed=per_seed)
-            pooled = metrics.evaluate_images(np.concatenate(all_images), np.array(labels * len(seeds)),
-                                             classifier, reference)
+            logits, features = (np.concatenate(parts) for parts in zip(*outputs))  # all seeds, as one set
+            pooled = metrics.score_features(logits, features, np.array(labels * len(seeds)), reference)
             row.update(frechet_pooled=pooled["frechet"], n_pooled=pooled["n"])
         rows.append(row)
         spread = (f" (seeds {min(acc):.3f}-{max(acc):.3f}, {min(fre):.1f}-{max(fre):.1f}; "
@@ -70,6 +71,6 @@ def evaluate_plans(components, plans, config, per_class: int, seed: int = 0, bat
         log(f"{plan.name}: accuracy {row['accuracy']:.3f}, Frechet {row['frechet']:.1f}{spread}, "
             f"{row['gflops']:.3f} GFLOP, {row['s_per_image']:.3f} s/image")
         if outdir is not None:
-            class_grid_png(to_uint8(all_images[0]), labels, Path(outdir) / f"grid-{plan.name}.png",
+            class_grid_png(to_uint8(first_images), labels, Path(outdir) / f"grid-{plan.name}.png",
                            per_class=min(per_class, 10))
     return rows
