@@ -11,9 +11,9 @@ Exit statuses, the same for every command:
     2    a bad option or argument (click's usage errors; found before any work starts)
     70   a bug in gtr (EX_SOFTWARE)
     130  interrupted (Ctrl-C); 143 terminated (SIGTERM): temp files are removed on the way out. A command
-         still running INTERRUPT_GRACE_S after Ctrl-C (the KeyboardInterrupt was lost, e.g. raised inside
-         a finalizer, where Python only prints it), or given a second Ctrl-C, exits 130 at once and
-         removes its unfinished atomic-write temp files first (gtr.runtime.files.remove_open_temps)
+         still running INTERRUPT_GRACE_S after the signal (its exception was lost, e.g. raised inside a
+         finalizer, where Python only prints it), or given a second one, exits at once with that status
+         and removes its unfinished atomic-write temp files first (gtr.runtime.files.remove_open_temps)
     141  the reader of the output went away (`gtr-inspect B | head -1`): the command stops quietly
 """
 from __future__ import annotations
@@ -45,31 +45,40 @@ class Interrupted(click.ClickException):
 INTERRUPT_GRACE_S = 20.0
 
 
-def _interrupt(signum, frame):
-    # Ctrl-C unwinds as Python's default does (KeyboardInterrupt), with a deadline: Python drops an
-    # exception raised inside a finalizer, and a lost interrupt must not leave the command running.
+def _unwind(exc: BaseException, code: int):
+    # Ctrl-C and SIGTERM unwind the main thread (so finally blocks remove temp files), with a deadline:
+    # Python drops an exception raised inside a finalizer, and a lost signal must not leave the command
+    # running. A second signal, or the deadline, exits at once.
     import threading
-    if getattr(_interrupt, "pending", False):
-        _exit_interrupted()
-    _interrupt.pending = True
-    threading.Thread(target=_exit_interrupted, args=(INTERRUPT_GRACE_S,), daemon=True).start()
-    raise KeyboardInterrupt
+    if _unwind.pending:
+        _exit_now(code)
+    _unwind.pending = True
+    threading.Thread(target=_exit_now, args=(code, INTERRUPT_GRACE_S), daemon=True).start()
+    raise exc
 
 
-def _exit_interrupted(delay: float = 0.0) -> None:
+_unwind.pending = False
+
+
+def _exit_now(code: int, delay: float = 0.0) -> None:
     time.sleep(delay)
     try:
         from gtr.runtime.files import remove_open_temps
         remove_open_temps()
-        sys.stderr.write("Error: interrupted\n")
-        sys.stderr.flush()
+        if code == INTERRUPTED_EXIT:
+            sys.stderr.write("Error: interrupted\n")
+            sys.stderr.flush()
     finally:
-        os._exit(INTERRUPTED_EXIT)
+        os._exit(code)
+
+
+def _interrupt(signum, frame):
+    _unwind(KeyboardInterrupt(), INTERRUPTED_EXIT)  # Python's default, with the deadline
 
 
 def _terminate(signum, frame):
-    # SIGTERM (a scheduler's preemption, `kill`) unwinds like Ctrl-C, so finally blocks remove temp files
-    raise SystemExit(TERMINATED_EXIT)
+    # SIGTERM (a scheduler's preemption, `kill`) unwinds like Ctrl-C
+    _unwind(SystemExit(TERMINATED_EXIT), TERMINATED_EXIT)
 
 
 def _closed_pipe() -> None:
@@ -158,12 +167,12 @@ def friendly_errors(fn):
     def wrapper(*args, **kwargs):
         import signal
         import threading
-        own_sigint = (threading.current_thread() is threading.main_thread()
-                      and signal.getsignal(signal.SIGINT) is signal.default_int_handler)  # not where it is ignored
-        if threading.current_thread() is threading.main_thread():
+        main = threading.current_thread() is threading.main_thread()
+        own_sigint = main and signal.getsignal(signal.SIGINT) is signal.default_int_handler  # not where ignored
+        if main:
+            _unwind.pending = False
             signal.signal(signal.SIGTERM, _terminate)
         if own_sigint:
-            _interrupt.pending = False
             signal.signal(signal.SIGINT, _interrupt)
         try:
             return fn(*args, **kwargs)
