@@ -220,3 +220,20 @@ def test_reports(tmp_path, heldout):
     # row 0 holds the first class-0 image
     assert np.array_equal(grid[2:34, 2:34], u8[np.flatnonzero(y[:60] == 0)[0]])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.png", "q.png", "r.json"]
+
+
+def test_frechet_floor_tool_scores_real_training_images():
+    """tools/frechet_floor.py: random sets of the generator's own training images, scored as gtr-eval
+    scores samples; each set is read correctly and lies above 0 (the sets differ from the reference)."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+    tool = Path(__file__).resolve().parent.parent / "tools" / "frechet_floor.py"
+    out = subprocess.run([sys.executable, str(tool), "--data", "digits", "--per-class", "20", "--sets", "2"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    sets = re.findall(r"n = 200, accuracy ([\d.]+), Frechet ([\d.]+)", out)
+    assert len(sets) == 2 and sets[0] != sets[1], out
+    assert all(float(acc) >= 0.95 and float(f) > 0 for acc, f in sets), out
+    low, high = map(float, re.search(r"Frechet ([\d.]+)-([\d.]+)$", out.strip()).groups())
+    assert (low, high) == (min(float(f) for _, f in sets), max(float(f) for _, f in sets))

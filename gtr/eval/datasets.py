@@ -31,6 +31,14 @@ class EvalData:
         from gtr.glyphs.data import load_split
         return load_split("heldout")
 
+    def generator_training(self):
+        """(images, labels) as heldout(), of the real images the model itself was trained on."""
+        if self.name == "digits":
+            from gtr.tiny.data import load_split
+            return load_split("train", self.size)
+        from gtr.glyphs.data import load_split
+        return load_split("train")
+
 
 DIGITS = EvalData("digits", 10, 32, _ASSETS / "tiny" / "classifier.safetensors", "held-out digits")
 GLYPHS = EvalData("glyphs", 26, 64, _ASSETS / "glyphs" / "classifier.safetensors", "glyphs of held-out font faces")
