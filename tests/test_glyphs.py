@@ -135,13 +135,6 @@ def test_interrupted_mar_training_resumes_to_the_same_weights(tmp_path):
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
-def _glyphs_shipped() -> bool:
-    from gtr.eval.datasets import GLYPHS
-    from gtr.glyphs.model import ASSET_DIR, MAR_FILE, VAE_FILE
-    return all(p.is_file() for p in (ASSET_DIR / MAR_FILE, ASSET_DIR / VAE_FILE, GLYPHS.classifier))
-
-
-@pytest.mark.skipif(not _glyphs_shipped(), reason="mar-glyphs weights are not shipped in gtr/assets/glyphs yet")
 def test_export_and_run_write_a_recognisable_letter_a(tmp_path):
     """As a user: gtr-export --model mar-glyphs, then gtr-run --class 0; the shipped letter classifier
     (trained on faces the generator never saw) reads the four 64x64 samples as A."""
