@@ -25,19 +25,18 @@ class EvalData:
 
     def heldout(self):
         """(images float32 [N, 3, size, size] in [-1, 1], labels [N]) of the held-out real images."""
-        if self.name == "digits":
-            from gtr.tiny.data import load_split
-            return load_split("heldout", self.size)
-        from gtr.glyphs.data import load_split
-        return load_split("heldout")
+        return self._split("heldout")
 
     def generator_training(self):
         """(images, labels) as heldout(), of the real images the model itself was trained on."""
+        return self._split("train")
+
+    def _split(self, split: str):
         if self.name == "digits":
             from gtr.tiny.data import load_split
-            return load_split("train", self.size)
+            return load_split(split, self.size)
         from gtr.glyphs.data import load_split
-        return load_split("train")
+        return load_split(split)
 
 
 DIGITS = EvalData("digits", 10, 32, _ASSETS / "tiny" / "classifier.safetensors", "held-out digits")
